@@ -22,7 +22,7 @@ class Clip:
     fps: float
     # Sound sources, S of them (1..3). The mixture is sum(source_images) + ambient noise.
     source_images: np.ndarray  # [S, T, 4] float32: each source's own FOA image (separation target)
-    dry: np.ndarray  # [S, T] float32: each source's dry signal as emitted, aligned to the mixture
+    dry: np.ndarray  # [S, T] float32: each source's direct sound as it arrives (delay d/c, 1/d)
     source_class: np.ndarray  # [S] int32 index into source_bank.CLASSES
     source_direction: np.ndarray  # [S, 2] float32 (azimuth, elevation), radians
     source_distance: np.ndarray  # [S] float32 metres
