@@ -1,5 +1,6 @@
 """grain loaders: determinism, per-process sharding, exact resume, the batch contract."""
 
+import dataclasses
 import itertools
 
 import grain
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from etils import epath
 
+from spatialav import ambisonics
 from spatialav.data import pipeline, schema, storage
 from spatialav.data import transforms as T
 
@@ -172,12 +174,19 @@ def test_device_inputs_shapes():
     (b,) = _batches(iter(pipeline.make_loader(SOURCE, cfg, split="train", batch_size=2,
                                               seed=0, shard=(0, 1))), 1)
     out = jax.jit(pipeline.device_inputs, static_argnums=1)(b, cfg)
+    # Mono object audio is the beam toward each object: the beam of the unturned field.
+    mono = dataclasses.replace(cfg, input_format="mono", beam_pattern="hypercardioid")
+    beams = jax.jit(pipeline.device_inputs, static_argnums=1)(b, mono)["object_audio"][..., 0]
+    audio = T.rotate_clip(b["audio"], b["frames"], b["rotation"])[0]
+    want = ambisonics.beams(np.asarray(audio), b["object_dirs"][..., 0], b["object_dirs"][..., 1],
+                            "hypercardioid") * b["object_valid"][..., None]
+    np.testing.assert_allclose(beams, want, atol=1e-4)
     shapes = {k: (v.shape, v.dtype.name) for k, v in out.items()}
     assert shapes == {
-        "audio": ((2, 8000, 2), "float32"), "frames": ((2, 5, *HW, 3), "float32"),
-        "view_audio": ((2, 2, 8000, 2), "float32"), "view_frames": ((2, 2, 5, 8, 8, 3), "float32"),
-        "object_audio": ((2, 2, 8000), "float32"),
-        "object_frames": ((2, 2, 5, 6, 10, 3), "float32"), "object_valid": ((2, 2), "bool"),
+        "audio": ((2, 8000, 2), "float32"), "frames": ((2, 5, *HW, 3), "uint8"),
+        "view_audio": ((2, 2, 8000, 2), "float32"), "view_frames": ((2, 2, 5, 8, 8, 3), "uint8"),
+        "object_audio": ((2, 2, 8000, 2), "float32"),
+        "object_frames": ((2, 2, 5, 6, 10, 3), "uint8"), "object_valid": ((2, 2), "bool"),
     }
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import os
 
 import grain
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
@@ -238,22 +239,31 @@ def make_loader(
 def device_inputs(batch: dict, cfg: PipelineConfig) -> dict:
     """Model inputs of a batch, on the accelerator (jit with ``cfg`` static).
 
-    Applies the batch's ``rotation`` to audio and frames, then converts: ``audio`` float32
-    [B, T, C] in ``cfg.input_format`` (C = 4 / 2 / 1), ``frames`` float32 [B, n, H, W, 3] in
-    [0, 1]; with views, ``view_audio`` [B, K, T, C] (each viewpoint in front) and
-    ``view_frames`` [B, K, n, h, w, 3]; with objects, ``object_audio`` [B, M, T] (beams),
-    ``object_frames`` [B, M, n, h, w, 3] and ``object_valid`` [B, M].
+    Applies the batch's ``rotation`` to audio and frames, then: ``audio`` float32 [B, T, C]
+    in ``cfg.input_format`` (C = 4 / 2 / 1) and ``frames`` uint8 [B, n, H, W, 3]; with views,
+    ``view_audio`` [B, K, T, C] (the field turned so each viewpoint is in front, then put in
+    the input format) and ``view_frames`` uint8 [B, K, n, h, w, 3]; with objects, the same
+    per object as ``object_audio`` [B, M, T, C] / ``object_frames`` plus ``object_valid``
+    [B, M]. For ``mono`` the object audio is the ``beam_pattern`` beam toward the object (the
+    object is in front after the turn), as in object-level AVSA; ``foa`` and ``stereo`` keep
+    more of the field, so input formats stay comparable across tasks.
     """
     audio, frames = T.rotate_clip(batch["audio"], batch["frames"], batch["rotation"])
-    out = {"audio": T.to_format(audio, cfg.input_format), "frames": T.frames_to_float(frames)}
+    out = {"audio": T.to_format(audio, cfg.input_format), "frames": frames}
     if "view_dirs" in batch:
         view_audio, view_frames = T.viewpoint_views(audio, frames, batch["view_dirs"],
                                                     cfg.view_fov, cfg.view_size)
         out["view_audio"] = T.to_format(view_audio, cfg.input_format)
-        out["view_frames"] = T.frames_to_float(view_frames)
+        out["view_frames"] = view_frames
     if "object_dirs" in batch:
-        beams, crops = T.object_views(audio, frames, batch["object_dirs"], batch["object_valid"],
-                                      cfg.beam_pattern, cfg.object_fov, cfg.object_size)
-        out.update(object_audio=beams, object_frames=T.frames_to_float(crops),
-                   object_valid=batch["object_valid"])
+        valid = jnp.asarray(batch["object_valid"], bool)
+        obj_audio, obj_frames = T.viewpoint_views(audio, frames, batch["object_dirs"],
+                                                  cfg.object_fov, cfg.object_size)
+        obj_audio = T.to_format(obj_audio, cfg.input_format, mono_pattern=cfg.beam_pattern)
+        out.update(
+            object_audio=jnp.where(valid[..., None, None], obj_audio, 0.0),
+            object_frames=jnp.where(valid[..., None, None, None, None], obj_frames,
+                                    jnp.zeros((), obj_frames.dtype)),
+            object_valid=valid,
+        )
     return out

@@ -1,0 +1,131 @@
+"""Audio encoders over the stacked encoder features of ``features.encoder_input``.
+
+Input ``[B, frames, mels, C]``: C log-mel channels in dB (4 for foa, 2 stereo, 1 mono) and,
+for foa, 3 mel-projected intensity-vector (IV) channels. Two architectures:
+
+- ``resnet2d``: a small 2D ResNet over (time, mel) with the C feature maps as channels; every
+  stage after the first halves time and mel and doubles the width.
+- ``conv1d``: 1D convs over time with mel x C as the channel axis (as in "The Conversation");
+  each conv is a matmul with a wide contraction, far faster on CPU (DESIGN.md section 5).
+  Every stage after the first halves time; the width stays constant.
+
+Both return ``(pooled [B, D], sequence [B, T', D])``; the sequence keeps a time axis for SELD
+and separation heads, ``T' = ceil(frames / time_stride)`` with ``time_stride = 2**(depth-1)``.
+
+Input scaling without dataset statistics: log-mel dB goes through the fixed affine
+``(dB + 50) / 20`` (typical recordings sit in -90..+10 dB, the -100 dB silence floor lands at
+-2.5), and the IVs are divided by each mel filter's area. Slaney-normalised filters sum to
+about n_fft / sample_rate (0.043 at the defaults), so raw mel IVs are ~0.03 while the
+divided ones are the band-averaged normalised intensity, within [-1, 1] (0.75 u for a plane
+wave). The affine keeps absolute level and the level differences between channels, which
+carry direction for stereo and FOA; the norm after the first (linear) layer then brings
+activations to unit scale per example.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spatialav import features
+from spatialav.models.layers import ResBlock1D, ResBlock2D, group_norm
+
+ARCHS = ("resnet2d", "conv1d")
+DB_OFFSET, DB_SCALE = 50.0, 20.0
+
+
+def scale_inputs(x, fmt: str, cfg: features.FeatureConfig = features.DEFAULT):
+    """Fixed, dataset-free scaling of ``encoder_input`` features ``[..., frames, mels, C]``."""
+    n_mel_ch = {"foa": 4, "stereo": 2, "mono": 1}[fmt]
+    x = jnp.asarray(x, jnp.float32)
+    mel = (x[..., :n_mel_ch] + DB_OFFSET) / DB_SCALE
+    if fmt != "foa":
+        return mel
+    area = features.mel_filterbank(cfg).sum(axis=0)  # [mels]
+    iv = x[..., n_mel_ch:] / area[:, None].astype(np.float32)
+    return jnp.concatenate([mel, iv], axis=-1)
+
+
+class AudioEncoder(nnx.Module):
+    """Audio encoder for one input format; see the module docstring for the architectures.
+
+    ``width``: channels of the first stage (resnet2d doubles it per stage; conv1d keeps it);
+    ``depth``: stages, each of ``blocks`` residual blocks, all but the first downsampling
+    time by 2; ``embed_dim``: output size D. ``dtype`` is the computation dtype (params f32).
+    """
+
+    def __init__(
+        self,
+        fmt: str,
+        *,
+        arch: str = "conv1d",
+        width: int = 256,
+        depth: int = 4,
+        blocks: int = 1,
+        embed_dim: int = 256,
+        feature_cfg: features.FeatureConfig = features.DEFAULT,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
+        if arch not in ARCHS:
+            raise ValueError(f"unknown audio arch {arch!r}; expected one of {ARCHS}")
+        if depth < 1 or blocks < 1:
+            raise ValueError(f"depth and blocks must be >= 1, got {depth}, {blocks}")
+        self.fmt, self.arch, self.feature_cfg, self.dtype = fmt, arch, feature_cfg, dtype
+        self.in_channels = features.num_channels(fmt)
+        self.time_stride = 2 ** (depth - 1)
+        c_in = self.in_channels
+        if arch == "resnet2d":
+            self.stem = nnx.Conv(c_in, width, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
+            self.stem_norm = group_norm(width, dtype=dtype, rngs=rngs)
+            stages, c = [], width
+            for i in range(depth):
+                c_out = width * 2**i
+                for j in range(blocks):
+                    stride = 2 if i > 0 and j == 0 else 1
+                    stages.append(ResBlock2D(c, c_out, stride, dtype=dtype, rngs=rngs))
+                    c = c_out
+        else:
+            self.stem = nnx.Conv(
+                feature_cfg.n_mels * c_in, width, (3,), use_bias=False, dtype=dtype, rngs=rngs
+            )
+            self.stem_norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+            stages, c = [], width
+            for i in range(depth):
+                if i > 0:  # strided conv halves time; wide contraction keeps it matmul-shaped
+                    stages.append(nnx.Conv(c, c, (3,), 2, dtype=dtype, rngs=rngs))
+                stages.extend(ResBlock1D(c, dtype=dtype, rngs=rngs) for _ in range(blocks))
+        self.stages = nnx.List(stages)
+        self.out_norm = nnx.LayerNorm(c, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(c, embed_dim, dtype=dtype, rngs=rngs)
+
+    def num_out_frames(self, frames: int) -> int:
+        """Length T' of the output sequence for an input of ``frames`` frames."""
+        return math.ceil(frames / self.time_stride)
+
+    def __call__(self, x):
+        """``[B, frames, mels, C]`` features -> ``(pooled [B, D], sequence [B, T', D])``."""
+        if x.shape[-1] != self.in_channels or x.shape[-2] != self.feature_cfg.n_mels:
+            raise ValueError(
+                f"{self.fmt} encoder expects [..., frames, {self.feature_cfg.n_mels}, "
+                f"{self.in_channels}] features, got shape {x.shape}"
+            )
+        x = scale_inputs(x, self.fmt, self.feature_cfg)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        if self.arch == "resnet2d":
+            x = jax.nn.gelu(self.stem_norm(self.stem(x)))
+            for block in self.stages:
+                x = block(x)
+            x = jnp.mean(x, axis=-2)  # pool mel: [B, T', c]
+        else:
+            x = x.reshape(*x.shape[:-2], -1)  # [B, frames, mels * C]
+            x = jax.nn.gelu(self.stem_norm(self.stem(x)))
+            for layer in self.stages:
+                x = layer(x)
+        seq = self.out(self.out_norm(x))
+        return jnp.mean(seq, axis=-2), seq

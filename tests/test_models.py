@@ -1,0 +1,203 @@
+"""Encoders, heads and the AVC / AVSA model bundle: shapes, dtypes, jit and a tiny overfit.
+
+XLA's compile time, not run time, dominates these tests on a 2-core CPU, so they jit with
+backend optimisation off (about 3x faster to compile; the tiny graphs run in microseconds)
+and initialise the model with ``init_model`` (one compile instead of one per parameter).
+
+Parameter counts, from ``nnx.eval_shape`` (asserted below): ``ModelConfig()`` (CPU demo)
+8 152 256 = audio conv1d 3 106 816 + visual 1 489 856 + 2 projection heads 2 x 198 272 +
+2 context transformers 2 x 1 579 520; with ``audio_arch="resnet2d", audio_width=32,
+audio_blocks=1`` the audio encoder has 1 292 960. ``ModelConfig.tiny()``: 61 168.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from spatialav import features
+from spatialav.models import (
+    AudioEncoder,
+    AVModel,
+    ModelConfig,
+    ViewTransformer,
+    VisualEncoder,
+    count_params,
+    init_model,
+)
+from spatialav.objectives import avc_loss
+
+TINY = ModelConfig.tiny()
+BF16 = ModelConfig.tiny(dtype="bfloat16")
+FRAMES, MELS = 21, TINY.feature_cfg.n_mels
+
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+jit = partial(jax.jit, compiler_options=FAST_COMPILE)
+
+
+def rngs(seed=0):
+    return nnx.Rngs(seed)
+
+
+def abstract_call(ctor, *args, **kwargs):
+    """Output shapes and dtypes of ``ctor()(*args, **kwargs)``: traced, not initialised or run."""
+    graph, state = nnx.split(nnx.eval_shape(ctor))
+    return jax.eval_shape(lambda s, a, k: nnx.merge(graph, s)(*a, **k), state, args, kwargs)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return init_model(TINY)
+
+
+def _features(fmt, b=2, frames=FRAMES, seed=0):
+    r = np.random.default_rng(seed)
+    mel = r.uniform(-90, 0, (b, frames, MELS, {"foa": 4, "stereo": 2, "mono": 1}[fmt]))
+    if fmt != "foa":
+        return mel.astype(np.float32)
+    iv = r.uniform(-0.03, 0.03, (b, frames, MELS, 3))
+    return np.concatenate([mel, iv], -1).astype(np.float32)
+
+
+def _frames(b=2, n=2, h=32, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (b, n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("arch", ["resnet2d", "conv1d"])
+@pytest.mark.parametrize("fmt", ["foa", "stereo", "mono"])
+def test_audio_encoder_shapes(fmt, arch):
+    cfg = dict(arch=arch, width=16, depth=3, embed_dim=24, feature_cfg=TINY.feature_cfg)
+    ctor = lambda: AudioEncoder(fmt, **cfg, rngs=rngs())
+    x = jax.ShapeDtypeStruct((3, FRAMES, MELS, features.num_channels(fmt)), jnp.float32)
+    pooled, seq = abstract_call(ctor, x)
+    enc = nnx.eval_shape(ctor)
+    assert enc.time_stride == 4 and enc.num_out_frames(FRAMES) == 6
+    assert pooled.shape == (3, 24) and seq.shape == (3, 6, 24)
+    with pytest.raises(ValueError, match="features"):
+        abstract_call(ctor, jax.ShapeDtypeStruct((3, FRAMES, MELS, 5), jnp.float32))
+
+
+def test_audio_encoder_takes_encoder_input_features():
+    audio = jax.ShapeDtypeStruct((2, 4800, 4), jnp.float32)
+    x = jax.eval_shape(lambda a: features.encoder_input(a, "foa", TINY.feature_cfg), audio)
+    ctor = lambda: AudioEncoder(
+        "foa", width=16, depth=2, embed_dim=8, feature_cfg=TINY.feature_cfg, rngs=rngs()
+    )
+    pooled, seq = abstract_call(ctor, x)
+    assert x.shape == (2, 11, MELS, 7) and seq.shape == (2, 6, 8) and pooled.shape == (2, 8)
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (64, 128), (40, 72)])
+def test_visual_encoder_shapes_for_crops_and_equirect(hw):
+    ctor = lambda: VisualEncoder(width=8, depth=3, embed_dim=16, rngs=rngs())
+    pooled, per_frame = abstract_call(ctor, jax.ShapeDtypeStruct((2, 3, *hw, 3), jnp.uint8))
+    assert pooled.shape == (2, 16) and per_frame.shape == (2, 3, 16)
+
+
+def test_model_runs_under_jit_and_returns_unit_embeddings(model):
+    graph, state = nnx.split(model)
+
+    @jit
+    def embed(state, feats, frames, view_feats, view_frames, mask):
+        m = nnx.merge(graph, state)
+        return (
+            m.embed_audio(feats),
+            m.embed_video(frames),
+            m.embed_audio_views(view_feats, mask),
+            m.embed_video_views(view_frames, mask),
+        )
+
+    mask = np.array([[True, True, False], [False, False, False]])
+    view_feats = _features("foa", 6).reshape(2, 3, FRAMES, MELS, 7)
+    view_frames = _frames(6, 1).reshape(2, 3, 1, 32, 32, 3)
+    a, v, av, vv = embed(state, _features("foa"), _frames(), view_feats, view_frames, mask)
+    assert a.shape == v.shape == (2, TINY.proj_dim) and av.shape == vv.shape == (2, 3, 16)
+    for e in (a, v, av, vv):
+        assert e.dtype == jnp.float32 and np.all(np.isfinite(e))
+        np.testing.assert_allclose(np.linalg.norm(e, axis=-1), 1.0, atol=1e-5)
+    # Padded views do not influence the valid ones through the context transformer.
+    other = view_feats.copy()
+    other[0, 2] = _features("foa", 1, seed=5)[0]
+    np.testing.assert_allclose(
+        embed(state, _features("foa"), _frames(), other, view_frames, mask)[2][0, :2],
+        av[0, :2],
+        atol=1e-5,
+    )
+
+
+def test_view_transformer_treats_views_as_a_set():
+    # No positional code by default: permuting the K views permutes the outputs, so no
+    # slot identity can leak the AVSA answer (see spatialav.models.heads).
+    ctor = lambda: ViewTransformer(16, 1, 2, rngs=rngs())
+    graph = nnx.graphdef(nnx.eval_shape(ctor))
+    state = jit(lambda: nnx.state(ctor()))()  # one compile, not one per parameter
+    run = jit(lambda s, x: nnx.merge(graph, s)(x))
+    x = np.random.default_rng(0).standard_normal((2, 4, 16)).astype(np.float32)
+    perm = np.array([2, 0, 3, 1])
+    np.testing.assert_allclose(run(state, x[:, perm]), run(state, x)[:, perm], atol=1e-5)
+    with_dirs = lambda: ViewTransformer(16, 1, 2, direction_embedding=True, rngs=rngs())
+    dirs = jax.ShapeDtypeStruct((2, 4, 3), jnp.float32)
+    out = abstract_call(with_dirs, jax.ShapeDtypeStruct((2, 4, 16), jnp.float32), directions=dirs)
+    assert out.shape == (2, 4, 16)
+    with pytest.raises(ValueError, match="directions"):
+        abstract_call(with_dirs, jax.ShapeDtypeStruct((2, 4, 16), jnp.float32))
+
+
+def test_bf16_computes_in_bf16_with_f32_params(model):
+    # Same parameters in a bf16 graph: the dtype lives in the graph, the params stay f32.
+    bf16 = nnx.eval_shape(lambda: AVModel(BF16, rngs=rngs()))
+    state = nnx.state(model)
+    assert {p.dtype for p in jax.tree.leaves(nnx.state(bf16, nnx.Param))} == {jnp.dtype("float32")}
+    feats, frames = _features("foa"), _frames()
+
+    def run(graph, state, feats, frames):
+        m = nnx.merge(graph, state)
+        return m.audio(feats), m.video(frames)[1], m.embed_video(frames)
+
+    (_, seq), per_frame, emb = jax.eval_shape(
+        partial(run, nnx.graphdef(bf16)), state, feats, frames
+    )
+    assert seq.dtype == per_frame.dtype == jnp.bfloat16 and emb.dtype == jnp.float32
+    audio = jit(lambda graph, state, x: nnx.merge(graph, state).audio(x), static_argnums=0)
+    pooled16, seq16 = audio(nnx.graphdef(bf16), state, feats)
+    pooled32, _ = audio(nnx.graphdef(model), state, feats)
+    assert seq16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(pooled16.astype(np.float32), pooled32, atol=0.05)
+
+
+def test_param_counts_match_docstring():
+    count = lambda cfg: count_params(nnx.eval_shape(lambda: AVModel(cfg, rngs=rngs())))
+    m = nnx.eval_shape(lambda: AVModel(ModelConfig(), rngs=rngs()))
+    parts = [count_params(x) for x in (m.audio, m.video, m.audio_proj, m.audio_context)]
+    assert parts == [3_106_816, 1_489_856, 198_272, 1_579_520] and count_params(m) == 8_152_256
+    resnet = lambda: AudioEncoder("foa", arch="resnet2d", width=32, depth=4, rngs=rngs())
+    assert count_params(nnx.eval_shape(resnet)) == 1_292_960
+    assert count(TINY) == 61_168
+
+
+def test_a_few_adam_steps_lower_the_avc_loss(model):
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(3e-3)
+    feats, frames = _features("foa", 6, seed=1), _frames(6, 1, 16, 16, seed=1)
+
+    def loss_fn(params):
+        m = nnx.merge(graph, params, rest)
+        return avc_loss(m.embed_audio(feats), m.embed_video(frames), 0.1)[0]
+
+    @jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state, losses = tx.init(params), []
+    for _ in range(6):
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(float(loss))
+    assert np.all(np.isfinite(losses))
+    assert losses[1] < losses[0] and losses[-1] < losses[0] - 0.3, losses
