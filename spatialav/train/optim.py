@@ -7,7 +7,7 @@ import dataclasses
 import optax
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class OptimConfig:
     learning_rate: float = 1e-3
     end_learning_rate_factor: float = 0.01  # cosine decays to this fraction of the peak

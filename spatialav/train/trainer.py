@@ -31,7 +31,7 @@ from spatialav.train.optim import OptimConfig, make_optimizer, schedule
 LossFn = Callable[[nnx.Module, Any, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000
     batch_size: int = 32  # global, over all processes and devices

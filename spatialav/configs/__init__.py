@@ -1,0 +1,165 @@
+"""Configs as code: one dataclass tree, four presets, ``--set key=value`` overrides.
+
+A preset is a function returning a ``Config``; the CLI applies ``--set`` on top
+(``train.steps=500``, ``model.audio_width=128``, ``data.pipeline.num_views=6``). Angles in
+the pipeline config are radians, as everywhere inside the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from spatialav import features
+from spatialav.configs.overrides import apply_overrides
+from spatialav.data.pipeline import PipelineConfig
+from spatialav.models import ModelConfig
+from spatialav.train import OptimConfig, TrainConfig
+
+TASKS = ("avc", "avsa", "avsa-objects")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # 'synthetic' (built-in, built on first use) or a dataset dir
+    synthetic_preset: str = "default"  # tiny | small | default
+    root: str = "~/.cache/spatialav"  # where the synthetic dataset is built
+    workers: int = 0  # grain worker processes
+    build_workers: int | None = None  # processes for building the synthetic set (None: all)
+    pipeline: PipelineConfig = PipelineConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    tau: float = 0.07
+    avc_steps: int = 0  # AVC -> AVSA curriculum: AVC alone for this many steps (avsa tasks)
+    ramp_steps: int = 0  # then move linearly to AVSA over this many steps
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    every: int = 200  # steps between validation runs (also run after the last step)
+    max_clips: int = 256  # validation clips per run
+    batch_size: int = 32
+    views: int = 4  # viewpoints per validation clip for the probes
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    task: str = "avsa"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        fmt = self.data.pipeline.input_format
+        if self.model.audio_fmt != fmt:
+            raise ValueError(
+                f"model.audio_fmt={self.model.audio_fmt!r} must equal "
+                f"data.pipeline.input_format={fmt!r} (set both, or use --format)"
+            )
+
+
+def with_task(cfg: Config, task: str) -> Config:
+    """Fit the pipeline to a task: K viewpoints for avc / avsa, M objects for avsa-objects."""
+    p = cfg.data.pipeline
+    k = max(p.num_views, p.num_objects, 4)
+    if task == "avsa-objects":
+        p = dataclasses.replace(p, num_views=0, num_objects=k)
+    else:
+        p = dataclasses.replace(p, num_views=k, num_objects=0)
+    return dataclasses.replace(cfg, task=task, data=dataclasses.replace(cfg.data, pipeline=p))
+
+
+def with_format(cfg: Config, fmt: str) -> Config:
+    """Set the audio input format (foa | stereo | mono) of the pipeline and the model together."""
+    data = dataclasses.replace(
+        cfg.data, pipeline=dataclasses.replace(cfg.data.pipeline, input_format=fmt)
+    )
+    return dataclasses.replace(cfg, data=data, model=dataclasses.replace(cfg.model, audio_fmt=fmt))
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+
+def tiny() -> Config:
+    """Tests: a few-thousand-parameter model on the tiny synthetic set, a handful of steps."""
+    pipeline = PipelineConfig(crop_s=1.0, num_views=3, view_min_separation=math.pi / 4,
+                              view_size=16, object_size=16, frame_stride=2)
+    return Config(
+        data=DataConfig(synthetic_preset="tiny", pipeline=pipeline),
+        model=ModelConfig.tiny(),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=2),
+        train=TrainConfig(steps=6, batch_size=4, log_every=2, checkpoint_every=3,
+                          progress=False),
+        eval=EvalConfig(every=6, max_clips=8, batch_size=4, views=3),
+    )
+
+
+def default() -> Config:
+    """The CPU demo: trains on the default synthetic set in minutes on a 2-core laptop."""
+    pipeline = PipelineConfig(crop_s=1.0, num_views=4, view_min_separation=math.pi / 3,
+                              view_size=32, object_size=32, frame_stride=2)
+    model = ModelConfig(audio_width=128, audio_depth=3, audio_blocks=1, visual_width=16,
+                        visual_depth=3, embed_dim=128, proj_hidden=256, proj_dim=64,
+                        feature_cfg=features.FeatureConfig(n_mels=32))
+    return Config(
+        data=DataConfig(synthetic_preset="default", pipeline=pipeline),
+        model=model,
+        optim=OptimConfig(learning_rate=2e-3, warmup_steps=50, weight_decay=1e-4),
+        train=TrainConfig(steps=600, batch_size=16, log_every=10, checkpoint_every=100),
+        eval=EvalConfig(every=200, max_clips=200, batch_size=40, views=4),
+    )
+
+
+def gpu() -> Config:
+    """One GPU: the full-size model, bf16 compute, bigger batches and crops, worker processes."""
+    pipeline = PipelineConfig(crop_s=2.0, num_views=4, view_min_separation=math.pi / 3,
+                              view_size=64, object_size=64, frame_stride=2)
+    return Config(
+        data=DataConfig(synthetic_preset="default", workers=8, pipeline=pipeline),
+        model=ModelConfig(dtype="bfloat16"),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=500),
+        train=TrainConfig(steps=20_000, batch_size=64, log_every=50, checkpoint_every=1000),
+        eval=EvalConfig(every=1000, max_clips=512, batch_size=64, views=4),
+    )
+
+
+def pod() -> Config:
+    """A TPU pod slice / GPU cluster on real data (YT-360): the global batch spans all hosts."""
+    cfg = gpu()
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, source="", workers=16),
+        train=dataclasses.replace(cfg.train, steps=100_000, batch_size=1024,
+                                  checkpoint_every=2000),
+        optim=dataclasses.replace(cfg.optim, learning_rate=3e-3, warmup_steps=2000),
+        eval=dataclasses.replace(cfg.eval, every=5000, max_clips=2048, batch_size=256),
+    )
+
+
+PRESETS = {"tiny": tiny, "default": default, "gpu": gpu, "pod": pod}
+
+
+def get_config(preset: str = "default", *, task: str = "avsa", fmt: str | None = None,
+               overrides: list[str] = ()) -> Config:
+    """A preset, fitted to ``task`` and ``fmt``, with ``--set`` overrides applied last."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown config preset {preset!r}; expected one of {list(PRESETS)}")
+    cfg = with_task(PRESETS[preset](), task)
+    if fmt is not None:
+        cfg = with_format(cfg, fmt)
+    return apply_overrides(cfg, list(overrides))
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+__all__ = ["Config", "DataConfig", "EvalConfig", "ObjectiveConfig", "PRESETS", "TASKS",
+           "apply_overrides", "get_config", "to_dict", "with_format", "with_task"]

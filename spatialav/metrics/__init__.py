@@ -1,0 +1,1 @@
+"""Metrics: retrieval and probes (here), SELD and separation (beside it)."""

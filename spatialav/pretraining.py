@@ -1,0 +1,174 @@
+"""The pretraining tasks as trainer loss functions, and their validation hook.
+
+Every task sees the same kind of input, so objectives compare fairly: a clip becomes K
+views (a direction, the FOA turned so that direction is in front and put in the input
+format, and the gnomonic crop sequence there) or M objects (the same, toward detected or
+ground-truth objects; in ``mono`` the object audio is a beam toward it).
+
+- ``avc``: a clip's audio and video embeddings are the means of its view embeddings;
+  symmetric InfoNCE over the global batch (other clips are the negatives).
+- ``avsa``: AVSA-viewpoints; each view's tokens pass the context transformer over the K
+  views of the clip; negatives are the clip's other views (hard) and the same slot of other
+  clips (easy). ``objective.avc_steps`` / ``ramp_steps`` give the AVC -> AVSA curriculum.
+- ``avsa-objects``: object audio vs object crop; negatives are all other valid objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spatialav import features, models, objectives
+from spatialav.configs import Config
+from spatialav.data import pipeline
+from spatialav.metrics.retrieval import binary_probe, retrieval_accuracy
+from spatialav.models import AVModel
+from spatialav.train import mesh as mesh_lib
+
+
+def view_tokens(model: AVModel, audio, frames):
+    """Encoder tokens of K views: audio ``[B, K, T, C]``, frames ``[B, K, n, h, w, 3]``
+    -> (audio ``[B, K, D]``, video ``[B, K, D]``)."""
+    cfg = model.config
+    b, k = audio.shape[:2]
+    feats = features.encoder_input(audio, cfg.audio_fmt, cfg.feature_cfg)
+    a = model.audio(feats.reshape(b * k, *feats.shape[2:]))[0].reshape(b, k, -1)
+    v = model.video(frames.reshape(b * k, *frames.shape[2:]))[0].reshape(b, k, -1)
+    return a, v
+
+
+def project(model: AVModel, a, v, *, context: bool, mask=None):
+    """Unit embeddings ``[B, K, P]`` of view tokens, through the context transformers or not."""
+    if context:
+        a, v = model.audio_context(a, mask=mask), model.video_context(v, mask=mask)
+    return (objectives.l2_normalize(model.audio_proj(a)),
+            objectives.l2_normalize(model.video_proj(v)))
+
+
+def clip_embeddings(a, v):
+    """Clip-level embeddings: the normalised mean of the view embeddings ``[B, K, P]``."""
+    return objectives.l2_normalize(a.mean(axis=1)), objectives.l2_normalize(v.mean(axis=1))
+
+
+def make_loss_fn(cfg: Config):
+    """``loss_fn(model, batch, rng, step) -> (loss, metrics)`` for ``cfg.task``."""
+    pcfg, obj, task = cfg.data.pipeline, cfg.objective, cfg.task
+    curriculum = task == "avsa" and (obj.avc_steps > 0 or obj.ramp_steps > 0)
+
+    def loss_fn(model, batch, rng, step):
+        x = pipeline.device_inputs(batch, pcfg)
+        if task == "avsa-objects":
+            a, v = view_tokens(model, x["object_audio"], x["object_frames"])
+            a, v = project(model, a, v, context=False)
+            return objectives.avsa_object_loss(a, v, x["object_valid"], obj.tau)
+        a_tok, v_tok = view_tokens(model, x["view_audio"], x["view_frames"])
+        if task == "avc":
+            return objectives.avc_loss(*clip_embeddings(*project(model, a_tok, v_tok,
+                                                                 context=False)), obj.tau)
+        loss, metrics = objectives.avsa_viewpoint_loss(
+            *project(model, a_tok, v_tok, context=True), obj.tau)
+        if curriculum:
+            w_avc, w_avsa = objectives.curriculum(step, obj.avc_steps, obj.ramp_steps)
+            avc, _ = objectives.avc_loss(
+                *clip_embeddings(*project(model, a_tok, v_tok, context=False)), obj.tau)
+            metrics = {**metrics, "avsa_loss": loss, "avc_loss": avc, "w_avsa": w_avsa}
+            loss = w_avc * avc + w_avsa * loss
+        return loss, metrics
+
+    return loss_fn
+
+
+class ValidationHook:
+    """AVC retrieval and the binary AVSA probe on validation clips.
+
+    Each clip is seen from K fixed viewpoints. *AVC retrieval*: top-1 accuracy of finding a
+    clip's video from its audio and back, among all validation clips (clip embeddings as in
+    training). *Binary AVSA probe* (is the audio rotated with respect to the video?): pairs
+    (crop k, audio turned to view k) are aligned, (crop k, audio turned to view k + 1, at
+    least the viewpoint separation away) are not; a logistic regression on the elementwise
+    product of the two embeddings is fit on half of the clips and scored on the other half.
+    ``avsa_pairwise`` is the probe without training: how often the aligned audio is the more
+    similar of the two.
+    """
+
+    def __init__(self, cfg: Config, dataset_dir, mesh, *, seed: int = 1234):
+        self.every = cfg.eval.every
+        self.context = cfg.task == "avsa"
+        self.max_clips = cfg.eval.max_clips
+        self.pcfg = dataclasses.replace(cfg.data.pipeline, num_views=cfg.eval.views,
+                                        num_objects=0, rotation="none")
+        self.mesh = mesh
+        self.loader = pipeline.make_loader(
+            dataset_dir, self.pcfg, split="validation", batch_size=cfg.eval.batch_size
+            // jax.process_count(), seed=seed, train=False)
+        self._embed = None
+
+    def _compile(self, graphdef):
+        pcfg, context = self.pcfg, self.context
+
+        def embed(state, batch):
+            model = nnx.merge(graphdef, state)
+            x = pipeline.device_inputs(batch, pcfg)
+            a, v = project(model, *view_tokens(model, x["view_audio"], x["view_frames"]),
+                           context=context)
+            return a, v, batch["mask"]
+
+        return jax.jit(embed, out_shardings=mesh_lib.replicated(self.mesh))
+
+    def embeddings(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """Per-view validation embeddings (audio, video), each ``[N, K, P]``."""
+        graphdef, state = nnx.split(model)
+        if self._embed is None:
+            self._embed = self._compile(graphdef)
+        out_a, out_v, n = [], [], 0
+        for local in self.loader:
+            local = {k: v for k, v in local.items() if k in
+                     ("audio", "frames", "rotation", "view_dirs", "mask")}
+            a, v, mask = jax.device_get(self._embed(state, mesh_lib.global_batch(local,
+                                                                                  self.mesh)))
+            out_a.append(a[mask])
+            out_v.append(v[mask])
+            n += int(mask.sum())
+            if n >= self.max_clips:
+                break
+        a, v = np.concatenate(out_a), np.concatenate(out_v)
+        return a[: self.max_clips], v[: self.max_clips]
+
+    def __call__(self, model, step: int) -> dict[str, float]:
+        a, v = self.embeddings(model)
+        return avsa_metrics(a, v) | {"avc_retrieval": retrieval_accuracy(*clip_embeddings(a, v)),
+                                     "avc_chance": 1.0 / len(a)}
+
+
+def avsa_metrics(a, v) -> dict[str, float]:
+    """Binary AVSA probe and pairwise accuracy from per-view embeddings ``[N, K, P]``."""
+    n, k = a.shape[:2]
+    wrong = np.roll(a, -1, axis=1)  # audio of the next viewpoint: turned away from the crop
+    x = np.concatenate([(a * v).reshape(n * k, -1), (wrong * v).reshape(n * k, -1)])
+    y = np.concatenate([np.ones(n * k), np.zeros(n * k)])
+    groups = np.tile(np.repeat(np.arange(n), k), 2)
+    pairwise = np.mean(np.sum(a * v, -1) > np.sum(wrong * v, -1))
+    return {"avsa_probe": binary_probe(x, y, groups), "avsa_pairwise": float(pairwise)}
+
+
+def init_model(cfg: Config) -> AVModel:
+    return models.init_model(cfg.model, seed=cfg.train.seed)
+
+
+def model_fingerprint(cfg: Config) -> dict:
+    """What a checkpoint's parameters depend on; checked before restoring into a model."""
+    return {"model": json_safe(dataclasses.asdict(cfg.model))}
+
+
+def json_safe(x):
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.generic | jnp.ndarray):
+        return x.item()
+    return x

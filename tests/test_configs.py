@@ -1,0 +1,50 @@
+"""``--set`` overrides: typed, checked against the fields, clear errors."""
+
+import dataclasses
+
+import pytest
+
+from spatialav.configs.overrides import apply_overrides
+
+
+@dataclasses.dataclass
+class Inner:
+    steps: int = 10
+    lr: float = 1e-3
+    on: bool = False
+    name: str = "x"
+    size: tuple[int, ...] = (1, 2)
+    limit: float | None = None
+
+
+@dataclasses.dataclass
+class Outer:
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    task: str = "avc"
+
+
+def test_overrides_parse_by_field_type():
+    cfg = apply_overrides(
+        Outer(), ["inner.steps=7", "inner.lr=0.5", "inner.on=true", "task=avsa",
+                  "inner.size=3,4,5", "inner.limit=2.5"]
+    )
+    assert cfg.inner == Inner(steps=7, lr=0.5, on=True, name="x", size=(3, 4, 5), limit=2.5)
+    assert cfg.task == "avsa"
+    assert apply_overrides(cfg, ["inner.limit=none"]).inner.limit is None
+    assert Outer().inner.steps == 10  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("inner.stpes=3", r"unknown field 'stpes' in Inner; valid fields: steps, lr"),
+        ("inner.steps=many", r"inner.steps=many: expected a int"),
+        ("inner.on=maybe", r"expected a bool"),
+        ("inner=3", r"'inner' is a group"),
+        ("task.x=1", r"'task' is a value"),
+        ("steps", r"key=value"),
+    ],
+)
+def test_bad_overrides_are_named(item, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(Outer(), [item])
