@@ -1,1 +1,2 @@
-"""Metrics: retrieval and probes (here), SELD and separation (beside it)."""
+"""Metrics: retrieval and probes (``retrieval``), SELD (``seld``, DCASE 2023 and 2024, with the
+DCASE CSV files and multi-ACCDOA conversion in ``dcase_io``) and separation (``separation``)."""
