@@ -52,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="training steps (same as --set train.steps=N)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; repeatable")
+    multi = p.add_argument_group(
+        "multi-process (TPU pod slices and SLURM are detected without these)")
+    multi.add_argument("--coordinator", help="host:port of process 0")
+    multi.add_argument("--num-processes", type=int, help="number of processes in the job")
+    multi.add_argument("--process-id", type=int, help="this process's index")
     return p.parse_args(argv)
 
 
@@ -70,9 +75,15 @@ def resolve_dataset(cfg: configs.Config) -> Path:
     from spatialav.data import storage, synthetic
 
     if cfg.data.source == "synthetic":
+        import jax
+        from jax.experimental import multihost_utils
+
         root = os.path.expanduser(cfg.data.root)
-        path = synthetic.ensure_synthetic(root, cfg.data.synthetic_preset,
-                                          workers=cfg.data.build_workers)
+        if jax.process_index() == 0:  # one builder; the others wait for it
+            synthetic.ensure_synthetic(root, cfg.data.synthetic_preset,
+                                       workers=cfg.data.build_workers)
+        multihost_utils.sync_global_devices("synthetic dataset ready")
+        path = synthetic.ensure_synthetic(root, cfg.data.synthetic_preset)
     elif not cfg.data.source:
         raise ValueError("this preset trains on real data: pass --data PATH")
     else:
@@ -122,6 +133,8 @@ def run(cfg: configs.Config, workdir: str) -> dict:
 
 def check_workdir(workdir: str, meta: dict):
     """Refuse to resume a run of another task or model; record the config of a new one."""
+    import jax
+
     path = Path(workdir) / "config.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -132,7 +145,8 @@ def check_workdir(workdir: str, meta: dict):
         if old["config"]["model"] != meta["config"]["model"]:
             raise ValueError(f"{workdir} holds a run of another model config; "
                              "use another --workdir")
-    path.write_text(json.dumps(meta, indent=2))
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(meta, indent=2))
 
 
 def main(argv=None) -> int:
@@ -144,9 +158,10 @@ def main(argv=None) -> int:
         return 2
     fmt = cfg.data.pipeline.input_format
     workdir = os.path.abspath(args.workdir or f"runs/{cfg.task}-{fmt}-{args.config}")
-    from spatialav.train import NonFiniteLossError
+    from spatialav.train import NonFiniteLossError, distributed
 
     try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         summary = run(cfg, workdir)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -53,6 +53,15 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+    def read_state(self, step: int | None = None):
+        """The saved train state as plain nested dicts of arrays, without a model to fit it."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        return self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+        )["state"]
+
     def restore_meta(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step
         if step is None:

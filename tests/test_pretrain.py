@@ -1,0 +1,137 @@
+"""The pretraining CLI end to end on the tiny synthetic set: every task, exact resume after
+SIGKILL, and clear errors before training for bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from spatialav import pretrain
+from spatialav.data import synthetic
+
+TINY = ["--config", "tiny"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    synthetic.build_synthetic(root, "tiny", workers=1, progress=False)
+    return root
+
+
+def _args(root, workdir, *extra):
+    return [*TINY, "--workdir", str(workdir), "--set", f"data.root={root}", *extra]
+
+
+def _params(workdir):
+    """The parameters of the newest checkpoint, as flat numpy arrays (no model needed)."""
+    from spatialav.train import Checkpointer
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = ckpt.latest_step()
+    state = ckpt.read_state(step)
+    ckpt.close()
+    return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["avc", "avsa", "avsa-objects"])
+def test_each_task_trains_and_reports(task, data_root, tmp_path, capsys):
+    assert pretrain.main(["--task", task, *_args(data_root, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints:" in out and "validation:" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["step"] == 6 and np.isfinite(summary["final"]["loss"])
+    assert {"avsa_probe", "avsa_pairwise", "avc_retrieval"} <= set(summary["eval"])
+    lines = (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert any("eval/avsa_probe" in line for line in lines)
+    # Rerunning a finished run resumes at its end and trains no more.
+    assert pretrain.main(["--task", task, *_args(data_root, tmp_path)]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 6
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_is_bit_identical(data_root, tmp_path):
+    steps = ["--steps", "24", "--set", "train.checkpoint_every=4", "--set", "eval.every=1000"]
+    assert pretrain.main(["--task", "avsa", *_args(data_root, tmp_path / "a", *steps)]) == 0
+
+    cmd = [sys.executable, "-m", "spatialav.pretrain", "--task", "avsa",
+           *_args(data_root, tmp_path / "b", *steps)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpts = tmp_path / "b" / "checkpoints"
+    deadline = time.time() + 600
+    while not (ckpts / "8").exists():  # kill once a checkpoint or two exist, mid-run
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at, _ = _params(tmp_path / "b")
+    assert killed_at < 24
+
+    assert pretrain.main(["--task", "avsa", *_args(data_root, tmp_path / "b", *steps)]) == 0
+    step_a, params_a = _params(tmp_path / "a")
+    step_b, params_b = _params(tmp_path / "b")
+    assert step_a == step_b == 24
+    for x, y in zip(params_a, params_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_bad_set_key_fails_before_training(tmp_path, capsys):
+    code = pretrain.main(["--task", "avsa", "--config", "tiny", "--workdir", str(tmp_path),
+                          "--set", "train.stepz=3"])
+    assert code == 2
+    assert "unknown field 'stepz' in TrainConfig" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_set_value_fails_before_training(tmp_path, capsys):
+    code = pretrain.main(["--task", "avc", "--config", "tiny", "--workdir", str(tmp_path),
+                          "--set", "data.pipeline.input_format=binaural"])
+    assert code == 2
+    assert "binaural" in capsys.readouterr().err
+
+
+def test_missing_data_path_is_named(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code = pretrain.main(["--task", "avc", "--config", "tiny", "--workdir", str(tmp_path / "w"),
+                          "--data", str(missing)])
+    assert code == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_dataset_without_what_the_task_needs(tmp_path, capsys):
+    from spatialav.data import schema, storage
+
+    spec = schema.DatasetSpec(24000, 10.0, (32, 64), ("core",))  # no boxes, no detections
+    out = tmp_path / "plain" / "cfg" / "1.0.0"
+    out.mkdir(parents=True)
+    feats = storage.Serializer(schema.features(spec.groups))
+    rng = np.random.default_rng(0)
+    rec = feats(schema.make_example(
+        "x/0", spec, audio=rng.uniform(-0.5, 0.5, (24000, 4)).astype(np.float32),
+        frames=np.zeros((10, 32, 64, 3), np.uint8), sample_rate=24000, fps=10.0))
+    storage.write_shard(out / storage.shard_filename("plain", "train", 0, 1), [rec])
+    storage.write_info(out, name="plain", config="cfg", version="1.0.0", description="",
+                       spec=spec, shard_lengths={"train": [1]})
+    code = pretrain.main(["--task", "avsa-objects", "--config", "tiny", "--data", str(out),
+                          "--workdir", str(tmp_path / "w")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "has no ['boxes']" in err and str(out) in err
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        pretrain.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--task", "--config", "--data", "--format", "--workdir", "--steps", "--set"):
+        assert option in text
