@@ -54,6 +54,19 @@ def clip_embeddings(a, v):
     return objectives.l2_normalize(a.mean(axis=1)), objectives.l2_normalize(v.mean(axis=1))
 
 
+def variance_penalty(x, target: float = 0.5):
+    """Anti-collapse term (the variance term of VICReg) on embeddings ``[..., D]``.
+
+    Mean over dimensions of ``relu(target - sqrt(D) std_d)`` of the unit embeddings, the std
+    taken over all leading axes. Unit vectors spread evenly over the sphere have
+    ``sqrt(D) std_d`` ~ 1; a collapsed set (every embedding the same) has 0, where the
+    contrastive losses have zero gradient but this term does not.
+    """
+    x = objectives.l2_normalize(x).reshape(-1, x.shape[-1])
+    std = jnp.sqrt(jnp.var(x, axis=0) + 1e-6) * jnp.sqrt(x.shape[-1])
+    return jnp.mean(jax.nn.relu(target - std))
+
+
 def make_loss_fn(cfg: Config):
     """``loss_fn(model, batch, rng, step) -> (loss, metrics)`` for ``cfg.task``."""
     pcfg, obj, task = cfg.data.pipeline, cfg.objective, cfg.task
@@ -69,8 +82,12 @@ def make_loss_fn(cfg: Config):
         if task == "avc":
             return objectives.avc_loss(*clip_embeddings(*project(model, a_tok, v_tok,
                                                                  context=False)), obj.tau)
-        loss, metrics = objectives.avsa_viewpoint_loss(
-            *project(model, a_tok, v_tok, context=True), obj.tau)
+        a, v = project(model, a_tok, v_tok, context=True)
+        loss, metrics = objectives.avsa_viewpoint_loss(a, v, obj.tau)
+        if obj.variance_weight:
+            var = variance_penalty(a) + variance_penalty(v)
+            metrics = {**metrics, "avsa_loss": loss, "variance": var}
+            loss = loss + obj.variance_weight * var
         if curriculum:
             w_avc, w_avsa = objectives.curriculum(step, obj.avc_steps, obj.ramp_steps)
             avc, _ = objectives.avc_loss(

@@ -168,6 +168,27 @@ def test_detections_as_object_source():
         pipeline.prepare_clip(SOURCE[0], np.random.default_rng(0), cfg, augment=True)
 
 
+@pytest.mark.parametrize("from_boxes", [False, True])
+def test_object_centred_viewpoints_follow_the_rotated_objects(from_boxes):
+    # Sources at az +-90 deg (boxes at the same places); views within the jitter of them,
+    # moved by the clip's rotation R as the rotated scene moves them.
+    from spatialav import geometry as g
+
+    cfg = pipeline.PipelineConfig(crop_s=1.0, num_views=3, view_min_separation=0.5,
+                                  view_sampling="objects", view_jitter=0.1, rotation="so3")
+    for i in range(6):
+        rec = dict(SOURCE[i])
+        if from_boxes:
+            del rec["source_direction"], rec["source_class"]
+        out = pipeline.prepare_clip(rec, np.random.default_rng(i), cfg, augment=True)
+        objs = T.rotate_directions(out["rotation"], np.array([[np.pi / 2, 0], [-np.pi / 2, 0]]))
+        d = g.angular_distance(out["view_dirs"][:, None, 0], out["view_dirs"][:, None, 1],
+                               objs[None, :, 0], objs[None, :, 1])  # [K, objects]
+        assert ((d <= 0.1 + 1e-4).sum(axis=0) == 1).all()  # one view on each object
+    with pytest.raises(ValueError, match="view_sampling"):
+        pipeline.PipelineConfig(view_sampling="random")
+
+
 def test_device_inputs_shapes():
     cfg = pipeline.PipelineConfig(num_views=2, view_min_separation=0.5, num_objects=2,
                                   input_format="stereo", view_size=8, object_size=(6, 10))

@@ -138,6 +138,46 @@ def test_viewpoints_infeasible_request_raises():
         tf.sample_viewpoints(np.random.default_rng(0), 7, 100 * DEG)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(0, 5),
+    k=st.integers(1, 5),
+    jitter_deg=st.floats(0.0, 15.0),
+    seed=st.integers(0, 2**31),
+)
+def test_object_centred_viewpoints_land_within_the_jitter_of_an_object(n, k, jitter_deg, seed):
+    rng = np.random.default_rng(seed)
+    sep = 30 * DEG
+    # Objects at least 2 sep + 2 jitter apart, so every one of them can be kept.
+    centres = tf.sample_viewpoints(rng, n, 2 * sep + 2 * jitter_deg * DEG, (-75 * DEG, 75 * DEG))
+    dirs = tf.sample_viewpoints(rng, k, sep, (-45 * DEG, 45 * DEG), centres=centres,
+                                jitter=jitter_deg * DEG)
+    assert dirs.shape == (k, 2) and dirs.dtype == np.float32
+    d = g.angular_distance(dirs[:, None, 0], dirs[:, None, 1], dirs[None, :, 0], dirs[None, :, 1])
+    assert np.all(d[~np.eye(k, dtype=bool)] >= sep - 1e-4)
+    if n:
+        to_obj = g.angular_distance(dirs[:, None, 0], dirs[:, None, 1], centres[None, :, 0],
+                                    centres[None, :, 1])  # [K, N]
+        near = to_obj <= jitter_deg * DEG + 1e-4
+        # min(K, N) viewpoints are on distinct objects; the rest are elsewhere (uniform).
+        assert near.any(axis=1).sum() >= min(k, n)
+        assert near[near.any(axis=1)].any(axis=0).sum() == min(k, n)
+
+
+def test_object_centred_viewpoints_skip_objects_too_close_together():
+    centres = np.array([[0.0, 0.0], [10 * DEG, 0.0], [180 * DEG, 0.0]], np.float32)
+    for seed in range(20):
+        dirs = tf.sample_viewpoints(np.random.default_rng(seed), 4, 60 * DEG, centres=centres,
+                                    jitter=5 * DEG)
+        d = g.angular_distance(dirs[:, None, 0], dirs[:, None, 1], dirs[None, :, 0],
+                               dirs[None, :, 1])
+        assert np.all(d[~np.eye(4, dtype=bool)] >= 60 * DEG - 1e-4)
+        to_obj = g.angular_distance(dirs[:, None, 0], dirs[:, None, 1], centres[None, :, 0],
+                                    centres[None, :, 1])
+        near = to_obj <= 5 * DEG + 1e-4
+        assert near[:, 2].sum() == 1 and near[:, :2].sum() == 1  # one of the close pair only
+
+
 def test_select_objects_pads_and_reads_box_centres():
     az, el = np.array([40.0, -120.0, 170.0]) * DEG, np.array([10.0, -20.0, 45.0]) * DEG
     col, row = g.direction_to_equirect(az, el, 1, 1)

@@ -255,3 +255,14 @@ def test_global_batch_loss_is_the_same_on_1_and_8_devices(tmp_path):
     }
     for name, value in single.items():
         assert abs(sharded[name] - float(value)) < 1e-6, (name, sharded[name], float(value))
+
+
+def test_variance_penalty_is_zero_when_spread_and_pushes_a_collapsed_set_apart():
+    from spatialav.pretraining import variance_penalty
+
+    spread = jnp.asarray(np.random.default_rng(0).standard_normal((512, 16)), jnp.float32)
+    assert float(variance_penalty(spread)) == 0.0
+    collapsed = jnp.ones((8, 3, 16)) + 1e-3 * spread[:24].reshape(8, 3, 16)
+    assert float(variance_penalty(collapsed)) > 0.4
+    grad = jax.grad(lambda x: variance_penalty(x))(collapsed)
+    assert float(jnp.linalg.norm(grad)) > 0  # the contrastive losses have ~0 gradient here

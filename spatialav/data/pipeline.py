@@ -33,6 +33,8 @@ from absl import flags
 from spatialav.data import schema, storage
 from spatialav.data import transforms as T
 
+VIEW_SAMPLING = ("uniform", "objects")
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
@@ -44,6 +46,12 @@ class PipelineConfig:
     num_views: int = 0  # K viewpoints per clip (AVSA viewpoints); 0: none
     view_min_separation: float = np.pi / 4
     view_elevation: tuple[float, float] = (-np.pi / 4, np.pi / 4)
+    # 'uniform' (Morgado et al.: directions uniform on the sphere band) or 'objects': centred
+    # on the clip's ground-truth objects (sources and distractors; jittered by up to
+    # view_jitter), uniform for the slots left over. Needs source/distractor directions or
+    # boxes in the records (synthetic data); clips without them fall back to uniform.
+    view_sampling: str = "uniform"
+    view_jitter: float = np.pi / 18
     num_objects: int = 0  # M objects per clip (AVSA objects); 0: none
     objects_from: str = "gt"  # 'gt' (boxes) | 'detections'
     detection_min_score: float = 0.0
@@ -60,6 +68,9 @@ class PipelineConfig:
     def __post_init__(self):
         if self.rotation not in T.ROTATIONS:
             raise ValueError(f"rotation must be one of {T.ROTATIONS}, got {self.rotation!r}")
+        if self.view_sampling not in VIEW_SAMPLING:
+            raise ValueError(f"view_sampling must be one of {VIEW_SAMPLING}, "
+                             f"got {self.view_sampling!r}")
         if self.objects_from not in ("gt", "detections"):
             raise ValueError(
                 f"objects_from must be 'gt' or 'detections', got {self.objects_from!r}")
@@ -111,8 +122,12 @@ def prepare_clip(record: dict, rng: np.random.Generator, cfg: PipelineConfig, *,
         "t0": np.float32(t0),
     }
     if cfg.num_views:
+        centres = None
+        if cfg.view_sampling == "objects":
+            centres = T.rotate_directions(R, object_centres(record, jpegs, t0, fps, cfg))
         out["view_dirs"] = T.sample_viewpoints(
-            rng, cfg.num_views, cfg.view_min_separation, cfg.view_elevation)
+            rng, cfg.num_views, cfg.view_min_separation, cfg.view_elevation,
+            centres=centres, jitter=cfg.view_jitter)
     if cfg.num_objects:
         centre = (len(jpegs) - 1) / 2  # in kept-frame numbers, as the cropped rows are
         objects = (T.box_objects(rows) if cfg.objects_from == "gt"
@@ -130,6 +145,27 @@ def prepare_clip(record: dict, rng: np.random.Generator, cfg: PipelineConfig, *,
         out.update(source_direction=T.rotate_directions(R, dirs), source_class=cls,
                    source_mask=mask)
     return out
+
+
+def object_centres(record: dict, jpegs, t0: float, fps: float,
+                   cfg: PipelineConfig) -> np.ndarray:
+    """Ground-truth object directions ``[N, 2]`` of a record (before the clip's rotation): the
+    sources and distractors of a synthetic clip, else the boxes seen nearest the crop centre,
+    else none."""
+    if "source_direction" in record:
+        parts = [record["source_direction"], record.get("distractor_direction")]
+        return np.concatenate([p.reshape(-1, 2) for p in parts if p is not None]).astype(
+            np.float32)
+    if "boxes" in record:
+        v0 = int(round(t0 * fps))
+        boxes = record["boxes"].copy()
+        boxes[:, T.B_FRAME] -= v0
+        centre = (len(jpegs) - 1) * cfg.frame_stride / 2
+        objects = T.box_objects(boxes)
+        dirs, valid, _, _ = T.select_objects(None, objects, len(np.unique(objects[:, T.O_ID])),
+                                             centre)
+        return dirs[valid]
+    return np.zeros((0, 2), np.float32)
 
 
 class _Prepare(grain.transforms.MapWithIndex):

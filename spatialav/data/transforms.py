@@ -143,16 +143,29 @@ def sample_viewpoints(
     elevation_range: tuple[float, float] = (-np.pi / 2, np.pi / 2),
     max_tries: int = 200,
     max_restarts: int = 50,
+    *,
+    centres: np.ndarray | None = None,
+    jitter: float = 0.0,
 ) -> np.ndarray:
     """K directions ``[K, 2]`` (az, el), uniform on the sphere band, pairwise ≥ min_separation.
 
     Rejection sampling; a set that gets stuck (no room left for the next point) is restarted,
     and an infeasible request raises instead of looping forever.
+
+    ``centres [N, 2]`` (object-centred viewpoints): the set starts with the objects, in random
+    order, each moved by a random angle up to ``jitter`` (uniform on that spherical cap) and
+    kept only if it is ``min_separation`` from the viewpoints already kept (the elevation range
+    does not apply to them); the remaining slots are filled uniformly as above. At most K
+    objects are used, and the K directions come back in random order.
     """
     lo, hi = np.sin(elevation_range[0]), np.sin(elevation_range[1])
+    first = np.zeros((0, 2), np.float32)
+    if centres is not None and len(centres) and k:
+        first = _jittered_centres(rng, np.asarray(centres, np.float64), k, min_separation, jitter)
     for _ in range(max_restarts):
         dirs = np.zeros((k, 2), np.float32)
-        for i in range(k):
+        dirs[: len(first)] = first
+        for i in range(len(first), k):
             # Draw max_tries candidates at once and keep the first admissible one: the same
             # distribution as drawing them one by one, without a Python loop per candidate.
             az = rng.uniform(-np.pi, np.pi, max_tries)
@@ -164,11 +177,37 @@ def sample_viewpoints(
                 break  # this set is stuck: restart
             dirs[i] = az[ok[0]], el[ok[0]]
         else:
-            return dirs
+            return dirs[rng.permutation(k)] if len(first) else dirs
     raise ValueError(
         f"could not place {k} viewpoints {np.rad2deg(min_separation):.1f} deg apart within "
         f"elevations {np.rad2deg(elevation_range)} deg; lower k or the separation"
     )
+
+
+def _jittered_centres(rng, centres, k, min_separation, jitter, tries: int = 8):
+    """Up to K of ``centres`` (random order), each jittered within ``jitter`` rad and kept if
+    ``min_separation`` from those kept before (a few jitter draws per object)."""
+    kept: list[np.ndarray] = []
+    for c in centres[rng.permutation(len(centres))]:
+        if len(kept) == k:
+            break
+        # Uniform on the cap of radius `jitter` around the +x axis, then turned to the centre.
+        cos_t = rng.uniform(np.cos(jitter), 1.0, tries)
+        sin_t = np.sqrt(np.maximum(1.0 - cos_t**2, 0.0))
+        psi = rng.uniform(-np.pi, np.pi, tries)
+        u = np.stack([cos_t, sin_t * np.cos(psi), sin_t * np.sin(psi)], axis=-1)
+        R = geometry.rotation_matrix(float(c[0]), float(c[1]))
+        az, el = geometry.vector_to_direction(u @ np.asarray(R).T)
+        if kept:
+            prev = np.asarray(kept)
+            sep = geometry.angular_distance(az[:, None], el[:, None], prev[None, :, 0],
+                                            prev[None, :, 1])
+            ok = np.flatnonzero(np.all(sep >= min_separation, axis=1))
+        else:
+            ok = np.arange(tries)
+        if len(ok):
+            kept.append(np.array([az[ok[0]], el[ok[0]]]))
+    return np.asarray(kept, np.float32).reshape(-1, 2)
 
 
 # Object tables: one row per sighting, (video frame, class, azimuth, elevation, object id).

@@ -72,6 +72,7 @@ class ModelConfig:
     context_heads: int = 4
     dtype: str = "float32"  # computation dtype: "float32" or "bfloat16"; params stay f32
     feature_cfg: features.FeatureConfig = features.DEFAULT  # must match the data's features
+    audio_relative_levels: bool = False  # foa: Y, Z, X log-mels relative to W (models/audio.py)
 
     @classmethod
     def tiny(cls, **overrides) -> ModelConfig:
@@ -125,6 +126,7 @@ class AVModel(nnx.Module):
             blocks=config.audio_blocks,
             embed_dim=d,
             feature_cfg=config.feature_cfg,
+            relative_levels=config.audio_relative_levels,
             dtype=dtype,
             rngs=rngs,
         )

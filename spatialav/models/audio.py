@@ -20,6 +20,13 @@ divided ones are the band-averaged normalised intensity, within [-1, 1] (0.75 u 
 wave). The affine keeps absolute level and the level differences between channels, which
 carry direction for stereo and FOA; the norm after the first (linear) layer then brings
 activations to unit scale per example.
+
+``relative_levels`` (foa only): the Y, Z, X log-mels enter as their level relative to W,
+``(dB_ch - dB_W) / 6``, and the IVs are multiplied by ``IV_GAIN``. The views of one clip
+share W exactly and differ only in the directional channels; in absolute dB those
+differences are small next to the shared level (at initialisation the audio tokens of the
+K views of a clip have cosine ~0.997), so the AVSA hard negatives start indistinguishable.
+Relative levels put the direction-dependent part at unit scale from the first step.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from spatialav.models.layers import ResBlock1D, ResBlock2D, group_norm
 
 ARCHS = ("resnet2d", "conv1d")
 DB_OFFSET, DB_SCALE = 50.0, 20.0
+REL_DB_SCALE, IV_GAIN = 6.0, 3.0  # relative_levels: dB relative to W / 6, IVs x 3
 
 
-def scale_inputs(x, fmt: str, cfg: features.FeatureConfig = features.DEFAULT):
+def scale_inputs(x, fmt: str, cfg: features.FeatureConfig = features.DEFAULT,
+                 relative_levels: bool = False):
     """Fixed, dataset-free scaling of ``encoder_input`` features ``[..., frames, mels, C]``."""
     n_mel_ch = {"foa": 4, "stereo": 2, "mono": 1}[fmt]
     x = jnp.asarray(x, jnp.float32)
@@ -47,6 +56,10 @@ def scale_inputs(x, fmt: str, cfg: features.FeatureConfig = features.DEFAULT):
         return mel
     area = features.mel_filterbank(cfg).sum(axis=0)  # [mels]
     iv = x[..., n_mel_ch:] / area[:, None].astype(np.float32)
+    if relative_levels:
+        rel = (x[..., 1:n_mel_ch] - x[..., :1]) / REL_DB_SCALE
+        mel = jnp.concatenate([mel[..., :1], rel], axis=-1)
+        iv = iv * IV_GAIN
     return jnp.concatenate([mel, iv], axis=-1)
 
 
@@ -68,6 +81,7 @@ class AudioEncoder(nnx.Module):
         blocks: int = 1,
         embed_dim: int = 256,
         feature_cfg: features.FeatureConfig = features.DEFAULT,
+        relative_levels: bool = False,
         dtype=None,
         rngs: nnx.Rngs,
     ):
@@ -76,6 +90,7 @@ class AudioEncoder(nnx.Module):
         if depth < 1 or blocks < 1:
             raise ValueError(f"depth and blocks must be >= 1, got {depth}, {blocks}")
         self.fmt, self.arch, self.feature_cfg, self.dtype = fmt, arch, feature_cfg, dtype
+        self.relative_levels = relative_levels
         self.in_channels = features.num_channels(fmt)
         self.time_stride = 2 ** (depth - 1)
         c_in = self.in_channels
@@ -114,7 +129,7 @@ class AudioEncoder(nnx.Module):
                 f"{self.fmt} encoder expects [..., frames, {self.feature_cfg.n_mels}, "
                 f"{self.in_channels}] features, got shape {x.shape}"
             )
-        x = scale_inputs(x, self.fmt, self.feature_cfg)
+        x = scale_inputs(x, self.fmt, self.feature_cfg, self.relative_levels)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         if self.arch == "resnet2d":
