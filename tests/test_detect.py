@@ -1,0 +1,371 @@
+"""spatialav.detect: YOLO on equirect frames, seam handling, tracks, beams, stored detections.
+
+The geometry and bookkeeping tests run without the ``detect`` extra; the ones that run the
+shipped detector (``spatialav/detectors/synthetic_yolo.pt``) skip when ultralytics is not
+installed. ultralytics' settings go to a temporary YOLO_CONFIG_DIR, never the user's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="spatialav-yolo-")  # before ultralytics
+os.environ["YOLO_OFFLINE"] = "1"
+
+from spatialav import detect, geometry  # noqa: E402
+from spatialav.detect import Detections  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = range(40_000_000, 40_000_006)  # fresh scenes: neither training nor held-out seeds
+
+
+def _dets(frame, cls, az, el, w=0.3, h=0.3, score=0.9, num_frames=None):
+    frame = np.atleast_1d(frame)
+    n = len(frame)
+    full = lambda v: np.broadcast_to(np.asarray(v, np.float32), (n,))
+    return Detections(frame, full(cls), full(score), full(az), full(el), full(w), full(h),
+                      np.full(n, -1), num_frames=num_frames or int(frame.max()) + 1)
+
+
+def object_directions(clip) -> np.ndarray:
+    return np.concatenate([clip.source_direction, clip.distractor_direction])
+
+
+# --- without a model ----------------------------------------------------------------------------
+
+
+def test_core_imports_without_torch():
+    code = ("import spatialav.geometry, spatialav.data, spatialav.detect; import sys; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_missing_weights_raise_before_ultralytics(tmp_path):
+    missing = tmp_path / "nope.pt"
+    code = ("import sys, numpy as np, spatialav.detect as d\n"
+            "try:\n"
+            f"    d.detect({str(missing)!r}, np.zeros((1, 16, 32, 3), np.uint8))\n"
+            "except FileNotFoundError as e:\n"
+            f"    assert {str(missing)!r} in str(e), e\n"
+            "else:\n"
+            "    raise AssertionError('no FileNotFoundError')\n"
+            "assert 'ultralytics' not in sys.modules and 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        detect.load_model(missing)
+
+
+def _jpeg(frame):
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("frames, message", [
+    (np.zeros((2, 64, 128, 3), np.float32), "expected uint8.*got dtype float32"),
+    (np.zeros((64, 128, 3), np.uint8), r"expected uint8 \[N, H, W, 3\].*got shape \(64, 128, 3\)"),
+    (np.zeros((1, 64, 128, 4), np.uint8), r"got shape \(1, 64, 128, 4\)"),
+    ([b"definitely not a jpeg"], "frame 0: expected a decodable JPEG/PNG image"),
+    ([_jpeg(np.zeros((64, 128, 3), np.uint8))[:200]], "frame 0: expected a decodable"),
+    (["frame.jpg"], "frame 0: expected encoded image bytes.*got str"),
+])
+def test_corrupt_frames_raise_value_error(frames, message, tmp_path):
+    weights = tmp_path / "any.pt"  # frames are checked before the model is loaded
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match=message):
+        detect.detect(weights, frames)
+
+
+def test_jpeg_frames_decode():
+    frames = np.random.default_rng(0).integers(0, 255, (2, 16, 32, 3), np.uint8)
+    out = detect.as_frames([_jpeg(f) for f in frames])
+    assert out.shape == frames.shape and out.dtype == np.uint8
+
+
+def test_detections_rows_and_boxes_round_trip():
+    d = _dets([0, 1, 1], [2, 3, 4], [np.pi, -np.pi / 2, 0.3], [0.0, 0.5, -1.2], w=[0.2, 0.3, 0.4],
+              h=[0.1, 0.2, 0.3])
+    back = Detections.from_rows(d.to_rows(), d.num_frames)
+    for name in Detections._DTYPES:
+        np.testing.assert_allclose(getattr(back, name), getattr(d, name), atol=1e-6)
+    # The box is the equirect box: az = pi is column 0, az = -pi/2 is 3/4 of the width.
+    np.testing.assert_allclose(d.box[:2, 0], [0.0, 0.75], atol=1e-6)
+    np.testing.assert_allclose(d.box[:, 2], d.width / (2 * np.pi))
+    assert len(Detections.empty(5)) == 0 and Detections.empty(5).to_rows().shape == (0, 8)
+
+
+def test_padded_boxes_keep_one_copy_across_the_seam():
+    w, h, pad = 256, 128, 32
+    # An object at the seam, seen whole in the padding on both sides: centred at padded
+    # column pad + 0 (canonical) and pad + w (the copy in the right padding).
+    raw = np.array([[pad - 8, 50, pad + 8, 66, 0.9, 3],
+                    [pad + w - 8, 50, pad + w + 8, 66, 0.8, 3]], np.float32)
+    d = detect.padded_boxes_to_detections(raw, 0, pad, w, h, 1)
+    assert len(d) == 1
+    assert abs(abs(d.azimuth[0]) - np.pi) < 1e-5 and d.cls[0] == 3 and d.score[0] == 0.9
+    np.testing.assert_allclose(d.width, 2 * np.pi * 16 / w)
+
+
+def test_angular_iou_wraps_and_merge_removes_seam_duplicates():
+    d = _dets([0, 0, 0], [1, 1, 2], [np.pi - 0.02, -np.pi + 0.02, np.pi], 0.0)
+    iou = detect.angular_iou(d, d)
+    np.testing.assert_allclose(iou[0, 1], 0.26 / 0.34, rtol=1e-4)  # 0.04 apart across the seam
+    merged = detect.merge_duplicates(d, 0.5)
+    assert sorted(merged.cls.tolist()) == [1, 2]  # other class kept
+    assert len(detect.merge_duplicates(d, 0.5, class_agnostic=True)) == 1
+
+
+def test_link_tracks_follows_objects_same_class_only():
+    # Two objects moving slowly, one crossing the seam; a third of another class appears
+    # where the first was; a gap of one frame is bridged.
+    frames = [0, 0, 1, 1, 3, 3, 3]
+    az = [np.pi - 0.02, 0.5, -np.pi + 0.01, 0.52, -np.pi + 0.04, 0.55, np.pi - 0.02]
+    cls = [1, 2, 1, 2, 1, 2, 5]
+    d = detect.link_tracks(_dets(frames, cls, az, 0.1))
+    assert d.track.tolist() == [0, 1, 0, 1, 0, 1, 2]
+    far = detect.link_tracks(_dets([0, 1], 1, [0.0, 1.0], 0.0))
+    assert far.track.tolist() == [0, 1]
+
+
+def test_tile_boxes_map_to_the_directions_gnomonic_crop_looks_at():
+    fov, size = np.radians(120), 96
+    look = (np.radians(30), np.radians(60))
+    # A box centred on the tile's pixel (70, 20) (its centre is at 70.5, 20.5 in edge
+    # coordinates) points where gnomonic_crop samples that pixel.
+    raw = np.array([[66.5, 16.5, 74.5, 24.5, 0.9, 7]], np.float32)
+    d = detect.tile_boxes_to_detections(raw, 0, look, fov, size, 1)
+    ray = geometry._perspective_rays((size, size), fov, np)[20, 70]
+    u = geometry.rotation_matrix(*look) @ ray
+    az, el = geometry.vector_to_direction(u)
+    assert geometry.angular_distance(d.azimuth[0], d.elevation[0], az, el) < 1e-5
+    # A box touching the border is a cut object: dropped.
+    cut = np.array([[0, 16, 10, 24, 0.9, 7]], np.float32)
+    assert len(detect.tile_boxes_to_detections(cut, 0, look, fov, size, 1)) == 0
+
+
+def test_detections_to_objects_mirrors_select_objects():
+    d = detect.link_tracks(_dets([0, 0, 1, 1, 2], [1, 2, 1, 2, 1], [0.1, 2.0, 0.12, 2.0, 0.14],
+                                 [0.0, 0.3, 0.0, 0.3, 0.0]))
+    dirs, valid, cls, ids = detect.detections_to_objects(d, 3, centre_frame=2)
+    assert valid.tolist() == [True, True, False]
+    np.testing.assert_allclose(dirs[0], [0.14, 0.0], atol=1e-6)  # seen in frame 2
+    np.testing.assert_allclose(dirs[1], [2.0, 0.3], atol=1e-6)  # last seen in frame 1
+    assert cls.tolist() == [1, 2, -1] and ids.tolist() == [0, 1, -1]
+
+
+def test_parts_round_trip_and_unfinished_runs_raise(tmp_path):
+    a, b = _dets([0, 2], [1, 3], [0.1, 0.2], 0.0, num_frames=4), Detections.empty(4)
+    detect.save_part(tmp_path / detect.part_name(0, 2), {"train/000000": a, "train/000001": b})
+    (tmp_path / "config.json").write_text('{"num_clips": 3}')
+    with pytest.raises(ValueError, match="unfinished"):
+        detect.load_detections(None, "train", tmp_path)
+    detect.save_part(tmp_path / detect.part_name(2, 3), {"train/000002": a})
+    got = detect.load_detections(None, "train", tmp_path)
+    assert list(got) == ["train/000000", "train/000001", "train/000002"]
+    np.testing.assert_array_equal(got["train/000000"].to_rows(), a.to_rows())
+    assert len(got["train/000001"]) == 0 and got["train/000001"].num_frames == 4
+    source = detect.DetectionsSource([{"clip_id": b"train/000002"}], got)
+    np.testing.assert_array_equal(source[0]["detections"], a.to_rows())
+
+
+# --- with the shipped detector ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    pytest.importorskip("ultralytics", reason="the detect extra (ultralytics, torch) is not "
+                        "installed: pip install -e '.[detect]'")
+    return detect.load_model(detect.DEFAULT_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    from spatialav.synth import render_clip
+
+    return [render_clip(s) for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def found(model, clips):
+    return [detect.detect(model, c.frames[::4]) for c in clips]  # 10 frames per clip
+
+
+def _every_4th(clip):
+    gt = detect.boxes_to_detections(clip.boxes, len(clip.frames))
+    keep = np.flatnonzero(gt.frame % 4 == 0)
+    return dataclasses.replace(gt.take(keep), frame=gt.frame[keep] // 4)
+
+
+def test_recall_and_precision_on_fresh_frames(clips, found):
+    hits = n_gt = n_det = 0
+    for clip, dets in zip(clips, found, strict=True):
+        gt = _every_4th(clip)
+        hits += len(detect.match(dets, gt))
+        n_gt, n_det = n_gt + len(gt), n_det + len(dets)
+    assert hits / n_gt >= 0.8, (hits, n_gt)
+    assert hits / n_det >= 0.8, (hits, n_det)
+
+
+def test_median_direction_error_within_3_degrees(clips, found):
+    errors = []
+    for clip, dets in zip(clips, found, strict=True):
+        gt = _every_4th(clip)
+        pairs = detect.match(dets, gt)
+        truth = object_directions(clip)[gt.track[pairs[:, 1]]]
+        errors.append(geometry.angular_distance(dets.azimuth[pairs[:, 0]],
+                                                dets.elevation[pairs[:, 0]], *truth.T))
+    assert np.degrees(np.median(np.concatenate(errors))) <= 3.0
+
+
+def test_tracks_are_one_per_object(clips, found):
+    for clip, dets in zip(clips, found, strict=True):
+        pairs = detect.match(dets, _every_4th(clip))
+        # Each track holds one object (no switches) for almost all its detections.
+        for t in np.unique(dets.track[pairs[:, 0]]):
+            objs = _every_4th(clip).track[pairs[dets.track[pairs[:, 0]] == t, 1]]
+            assert np.mean(objs == np.bincount(objs).argmax()) >= 0.9
+
+
+def _reliable_sources(clips, found, k=3):
+    """(clip, source) pairs the detector finds in every frame where they are: the seam test
+    then measures the seam, not the detector's misses."""
+    picks = []
+    for clip, dets in zip(clips, found, strict=True):
+        gt = _every_4th(clip)
+        pairs = detect.match(dets, gt)
+        for s in range(clip.num_sources):
+            if np.sum(gt.track[pairs[:, 1]] == s) == np.sum(gt.track == s) == len(
+                    clip.frames[::4]):
+                picks.append((clip, s))
+    assert len(picks) >= k, f"only {len(picks)} sources found in every frame"
+    return picks[:k]
+
+
+def test_object_across_the_seam_is_detected_once(model, clips, found):
+    for clip, s in _reliable_sources(clips, found):
+        w = clip.frames.shape[2]
+        az0, el0 = clip.source_direction[s]
+        # Yaw by alpha rolls the columns by -alpha / (2 pi) W: put the source at the seam.
+        shift = int(round(-(np.pi - az0) / (2 * np.pi) * w))
+        frames = np.roll(clip.frames[::4], shift, axis=2)
+        az = geometry.wrap_azimuth(az0 - 2 * np.pi * shift / w)
+        assert abs(abs(az) - np.pi) < np.radians(1)
+        dets = detect.detect(model, frames)
+        near = geometry.angular_distance(dets.azimuth, dets.elevation, az, el0) < np.radians(15)
+        per_frame = np.bincount(dets.frame[near], minlength=len(frames))
+        assert np.all(per_frame == 1), per_frame
+        assert np.all(dets.cls[near] == clip.source_class[s])
+        err = geometry.angular_distance(dets.azimuth[near], dets.elevation[near], az, el0)
+        assert np.degrees(np.median(err)) <= 3.0
+        assert len(np.unique(dets.track[near])) == 1  # one track across the seam
+
+
+def test_empty_frame_gives_empty_detections(model):
+    from spatialav.synth import sample_scene, video
+
+    background = video.panorama(sample_scene(SEEDS[0]), 128, 256)[None]
+    dets = detect.detect(model, background)
+    assert len(dets) == 0 and dets.num_frames == 1 and dets.to_rows().shape == (0, 8)
+
+
+def test_cube_tiles_find_the_objects(model, clips):
+    cfg = detect.DetectConfig(tiles="cube")
+    errors, hits, n_gt = [], 0, 0
+    for clip in clips[:3]:
+        dets = detect.detect(model, clip.frames[::8], cfg)
+        gt = detect.boxes_to_detections(clip.boxes, len(clip.frames))
+        keep = np.flatnonzero(gt.frame % 8 == 0)
+        gt = dataclasses.replace(gt.take(keep), frame=gt.frame[keep] // 8)
+        # Tile boxes are the outline's spans, not the pixel box: match on direction.
+        d = geometry.angular_distance(dets.azimuth[:, None], dets.elevation[:, None],
+                                      *object_directions(clip)[gt.track].T[:, None])
+        same = (dets.frame[:, None] == gt.frame[None]) & (dets.cls[:, None] == gt.cls[None])
+        d = np.where(same, d, np.inf).min(0)
+        hits, n_gt = hits + int(np.sum(d < np.radians(8))), n_gt + len(gt)
+        errors.append(d[np.isfinite(d)])
+    assert hits / n_gt >= 0.6, (hits, n_gt)
+    assert np.degrees(np.median(np.concatenate(errors))) <= 4.0
+
+
+def test_beams_from_detections_pick_out_their_source(clips, found):
+    from spatialav.data import transforms
+
+    own, other = [], []
+    for clip, dets in zip(clips, found, strict=True):
+        if clip.num_sources < 2:
+            continue
+        dirs, valid, _, _ = detect.detections_to_objects(dets, 4, centre_frame=5)
+        beams, _ = transforms.object_views(clip.audio[None], clip.frames[None, :1], dirs[None],
+                                           valid[None], "hypercardioid", np.pi / 3, 16)
+        beams = np.asarray(beams[0])
+        for j in np.flatnonzero(valid):
+            dist = geometry.angular_distance(*dirs[j], *clip.source_direction.T)
+            s = int(np.argmin(dist))
+            if dist[s] > np.radians(10):
+                continue  # a silent distractor
+            corr = [abs(np.corrcoef(beams[j], dry)[0, 1]) for dry in clip.dry]
+            own.append(corr[s])
+            other += [c for k, c in enumerate(corr) if k != s]
+    assert len(own) >= 4
+    assert np.mean(own) > np.mean(other) + 0.2, (np.mean(own), np.mean(other))
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "data_tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path):
+    from spatialav.data import pipeline, storage, synthetic
+    from spatialav.synth import SceneConfig
+
+    scene = SceneConfig(duration=1.0, fps=5.0, rt60=(0.2, 0.3), room_max=(6.0, 6.0, 3.0),
+                        min_active=0.5)
+    preset = synthetic.Preset("detect_test", scene, (3, 1, 1), clips_per_shard=2)
+    data = synthetic.build_synthetic(tmp_path / "data", preset, workers=1, progress=False)
+    tool = _load_tool("detect")
+    (out,) = tool.main(["--data", str(data), "--split", "train", "--part-size", "2"])
+    parts = sorted(out.glob("part-*.npz"))
+    assert [p.name for p in parts] == [detect.part_name(0, 2), detect.part_name(2, 3)]
+    # A killed run: the second part is missing. Rerunning redoes only that one.
+    first = parts[0].stat().st_mtime_ns
+    parts[1].unlink()
+    tool.main(["--data", str(data), "--split", "train", "--part-size", "2"])
+    assert parts[0].stat().st_mtime_ns == first and parts[1].exists()
+    with pytest.raises(ValueError, match="other settings"):
+        tool.main(["--data", str(data), "--split", "train", "--conf", "0.5"])
+
+    dets = detect.load_detections(data, "train")
+    src = storage.open_split(data, "train")
+    assert sorted(dets) == sorted(src[i]["clip_id"].decode() for i in range(len(src)))
+    assert sum(len(d) for d in dets.values()) > 0
+    cfg = pipeline.PipelineConfig(crop_s=1.0, rotation="none", num_objects=2,
+                                  objects_from="detections")
+    ex = pipeline.prepare_clip(detect.DetectionsSource(src, dets)[0],
+                               np.random.default_rng(0), cfg, augment=False)
+    assert ex["object_dirs"].shape == (2, 2) and ex["object_valid"].any()
+
+
+@pytest.mark.slow
+def test_train_detector_smoke(tmp_path):
+    cmd = [sys.executable, str(REPO / "data_tools" / "train_detector.py"), "--work",
+           str(tmp_path), "--train-clips", "4", "--val-clips", "1", "--frames-per-clip", "4",
+           "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "1"]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "cfg")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "runs" / "train" / "weights" / "last.pt").is_file()
+    assert '"map50"' in run.stdout
