@@ -361,6 +361,8 @@ def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path):
 
 @pytest.mark.slow
 def test_train_detector_smoke(tmp_path):
+    pytest.importorskip("ultralytics", reason="the detect extra (ultralytics, torch) is not "
+                        "installed: pip install -e '.[detect]'")
     cmd = [sys.executable, str(REPO / "data_tools" / "train_detector.py"), "--work",
            str(tmp_path), "--train-clips", "4", "--val-clips", "1", "--frames-per-clip", "4",
            "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "1"]
