@@ -116,7 +116,7 @@ def shard_plan(preset: Preset) -> list[Shard]:
 
 
 def dataset_dir(root: str | os.PathLike, preset: str | Preset) -> Path:
-    return Path(root) / NAME / get_preset(preset).name / VERSION
+    return Path(root).expanduser() / NAME / get_preset(preset).name / VERSION
 
 
 def render_shard(preset: Preset, shard: Shard, out_dir: Path) -> int:
