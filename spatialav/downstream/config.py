@@ -1,0 +1,118 @@
+"""Probe configs as code: one dataclass tree, presets ``tiny`` (tests), ``default`` (CPU),
+``gpu``; ``--set key=value`` overrides as for pretraining (``head.distance=true``,
+``train.steps=200``, ``eval.write_csv=true``).
+
+The encoders' architecture is not part of a probe config: it comes from the checkpoint, or,
+for ``init='random'``, from the pretraining preset named by ``model_preset`` (by default the
+probe preset's namesake), so a random baseline has exactly the pretrained model's shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from spatialav.configs import DataConfig
+from spatialav.configs.overrides import apply_overrides
+from spatialav.data.pipeline import PipelineConfig
+from spatialav.train import OptimConfig, TrainConfig
+
+HEADS = ("classify", "seld", "localise", "separate")
+FORMATS = ("foa", "stereo", "mono")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    hidden: int = 128  # seld: head width
+    use_video: bool = False  # classify: concatenate the visual embedding of the frames
+    distance: bool = False  # seld: also predict distance (DCASE 2024 multi-ACCDOA + distance)
+    distance_weight: float = 1.0  # seld: weight of the distance (m^2) in the ADPIT MSE
+    n_tracks: int = 3  # seld: tracks per class
+    threshold: float = 0.5  # seld decoding: active when ||xyz|| > threshold
+    unify_deg: float = 15.0  # seld decoding: merge same-class tracks closer than this
+    grid_az: int = 24  # localise: map cells along azimuth
+    grid_el: int = 12  # localise: map cells along elevation
+    hit_deg: float = 30.0  # localise: a peak within this of a source is a hit
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeEvalConfig:
+    split: str = "test"
+    max_clips: int = 200
+    batch_size: int = 8
+    maps: int = 8  # localise: heat-map PNGs written
+    write_csv: bool = False  # seld: write a DCASE CSV of predictions per clip
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    task: str = "classify"  # the head: classify | seld | localise | separate
+    init: str = "random"  # 'random' or a pretraining work directory
+    fmt: str | None = None  # audio input format; None: the checkpoint's (random: foa)
+    finetune: bool = False  # train the encoders too (default: frozen)
+    model_preset: str = "default"  # pretraining preset whose model a random init uses
+    data: DataConfig = DataConfig()
+    head: HeadConfig = HeadConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: ProbeEvalConfig = ProbeEvalConfig()
+
+    def __post_init__(self):
+        if self.task not in HEADS:
+            raise ValueError(f"unknown head {self.task!r}; expected one of {HEADS}")
+        if self.fmt is not None and self.fmt not in FORMATS:
+            raise ValueError(f"unknown format {self.fmt!r}; expected one of {FORMATS}")
+
+
+def tiny() -> ProbeConfig:
+    """Tests: the tiny synthetic set and the tiny model, a few steps."""
+    pipeline = PipelineConfig(crop_s=1.0, rotation="none", view_size=16, frame_stride=2)
+    return ProbeConfig(
+        model_preset="tiny",
+        data=DataConfig(synthetic_preset="tiny", pipeline=pipeline),
+        head=HeadConfig(hidden=32, grid_az=12, grid_el=6),
+        optim=OptimConfig(learning_rate=3e-3, warmup_steps=2, weight_decay=0.0),
+        train=TrainConfig(steps=8, batch_size=4, log_every=2, checkpoint_every=1000,
+                          progress=False),
+        eval=ProbeEvalConfig(max_clips=4, batch_size=4, maps=2),
+    )
+
+
+def default() -> ProbeConfig:
+    """CPU: the default synthetic set with the pretraining default's crops (2 s audio, 60 deg
+    32-pixel crops, every 5th frame), yaw augmentation, a few hundred steps."""
+    pipeline = PipelineConfig(crop_s=2.0, rotation="yaw", view_fov=math.pi / 3, view_size=32,
+                              frame_stride=5)
+    return ProbeConfig(
+        data=DataConfig(synthetic_preset="default", pipeline=pipeline),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, weight_decay=1e-4),
+        train=TrainConfig(steps=400, batch_size=16, log_every=20, checkpoint_every=200),
+        eval=ProbeEvalConfig(max_clips=200, batch_size=16),
+    )
+
+
+def gpu() -> ProbeConfig:
+    """One GPU: the gpu pretraining preset's model and crops, longer training."""
+    pipeline = PipelineConfig(crop_s=2.0, rotation="yaw", view_size=64, frame_stride=2)
+    return ProbeConfig(
+        model_preset="gpu",
+        data=DataConfig(synthetic_preset="default", workers=8, pipeline=pipeline),
+        head=HeadConfig(hidden=256),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=200),
+        train=TrainConfig(steps=5000, batch_size=64, log_every=50, checkpoint_every=1000),
+        eval=ProbeEvalConfig(max_clips=1000, batch_size=64),
+    )
+
+
+PRESETS = {"tiny": tiny, "default": default, "gpu": gpu}
+
+
+def get_config(preset: str = "default", *, task: str = "classify", init: str = "random",
+               fmt: str | None = None, finetune: bool = False,
+               overrides=()) -> ProbeConfig:
+    """A probe preset for ``task`` with ``--set`` overrides applied last."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown probe preset {preset!r}; expected one of {list(PRESETS)}")
+    cfg = dataclasses.replace(PRESETS[preset](), task=task, init=init, fmt=fmt,
+                              finetune=finetune)
+    return apply_overrides(cfg, list(overrides))

@@ -1,0 +1,56 @@
+"""Datasets for downstream heads: finding one, checking it has what a head needs, its classes.
+
+The class list of a dataset comes from its ``metadata.json``: the ``classes`` list that the
+converters write (e.g. STARSS23's 13 classes, spatialav.data.convert) wins; the built-in
+synthetic set has the source bank's 14 classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from spatialav.data import storage
+
+
+def resolve(data_cfg) -> Path:
+    """The dataset directory of a ``configs.DataConfig``; the synthetic one is built if missing."""
+    from spatialav.data import synthetic
+
+    if data_cfg.source == "synthetic":
+        return synthetic.ensure_synthetic(os.path.expanduser(data_cfg.root),
+                                          data_cfg.synthetic_preset,
+                                          workers=data_cfg.build_workers)
+    if not data_cfg.source:
+        raise ValueError("no dataset given: pass --data synthetic or --data PATH")
+    return storage.find_dataset_dir(data_cfg.source)
+
+
+def require_groups(dataset_dir, groups, head: str):
+    """The dataset's spec, after checking it holds ``groups``; ValueError naming what is missing."""
+    spec = storage.read_spec(dataset_dir)
+    missing = sorted(set(groups) - set(spec.groups))
+    if missing:
+        raise ValueError(
+            f"dataset {dataset_dir} has no {missing} (it has {list(spec.groups)}); the {head} "
+            f"head trains and scores on {sorted(groups)}: use a dataset with DCASE labels "
+            "(the synthetic set, or a converted STARSS23)")
+    return spec
+
+
+def class_names(dataset_dir) -> tuple[str, ...]:
+    """The dataset's class list (index = class id in its labels)."""
+    dataset_dir = Path(dataset_dir)
+    meta = json.loads((dataset_dir / "metadata.json").read_text())
+    if meta.get("classes"):
+        return tuple(meta["classes"])
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    name = info.get("name", "")
+    if name == "spatialav_synthetic":
+        from spatialav.synth.source_bank import CLASSES
+
+        return CLASSES
+    raise ValueError(f"{dataset_dir}/metadata.json has no 'classes' list and {name!r} is not "
+                     "the synthetic set; a labelled dataset must list its classes there "
+                     "(the converters in spatialav.data.convert do)")

@@ -1,0 +1,169 @@
+"""Audio-visual localisation maps over the 360° frame, without training.
+
+For each direction u of a grid covering the sphere (the cell centres of an ``n_az x n_el``
+equirect lattice) the map holds the cosine similarity of two embeddings in the pretrained
+contrastive space:
+
+- audio: the clip's FOA turned so that u is in front, then put in the input format
+  (``transforms.viewpoint_views`` + ``to_format``), through the audio encoder and projection;
+- video: the gnomonic crop sequence toward u (the pretraining crop size and field of view).
+
+Why rotate the FOA rather than compare one clip-level audio embedding with every crop: these
+are exactly the (audio, crop) pairs every pretraining task saw (AVC views, AVSA viewpoints),
+so the map asks the model the question it was trained on. For AVSA models the audio
+embedding depends on the direction, so the map can only peak where the sound comes from *and*
+the crop shows its source; an AVC model can still localise through the crop content alone.
+For ``mono`` (omni W) the turned audio is the same for every u, and the map reduces to the
+clip-audio-vs-crops variant. The projection heads are used without the AVSA context
+transformers: those mix a set of K views, and the grid is not such a set.
+
+Scores against the crop's DCASE label directions: ``peak_error_deg`` (angle from the map's
+peak to the nearest labelled source), ``hit`` (that angle <= ``hit_deg``) and ``auc`` (ROC AUC
+of the map's cells for "within ``hit_deg`` of a source"; NaN when every or no cell is). Maps
+are written as heat-map overlays on the crop's middle frame (PNG, PIL), sources as circles and
+the peak as a cross.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
+
+from spatialav import features, geometry
+from spatialav.data import transforms as T
+from spatialav.objectives import l2_normalize
+
+
+def direction_grid(n_az: int, n_el: int) -> np.ndarray:
+    """Directions ``[n_el, n_az, 2]`` (az, el; radians) at the cell centres of an equirect grid."""
+    az, el = geometry.equirect_directions(n_az, n_el)
+    return np.stack([az, el], axis=-1).astype(np.float32)
+
+
+def similarity_map(embed, audio, frames, dirs, fmt: str, fov: float, size):
+    """Cosine similarity ``[B, G]`` of audio turned to each direction vs the crop there.
+
+    ``embed(view_audio [N, T, C], view_frames [N, n, h, w, 3]) -> (a [N, P], v [N, P])``;
+    ``audio [B, T, 4]`` FOA (int16 or float), ``frames [B, n, H, W, 3]``, ``dirs [G, 2]``.
+    """
+    b, g = audio.shape[0], dirs.shape[0]
+    d = jnp.broadcast_to(jnp.asarray(dirs), (b, g, 2))
+    view_audio, view_frames = T.viewpoint_views(audio, frames, d, fov, size)
+    view_audio = T.to_format(view_audio, fmt)
+    a, v = embed(view_audio.reshape(b * g, *view_audio.shape[2:]),
+                 view_frames.reshape(b * g, *view_frames.shape[2:]))
+    return jnp.sum(l2_normalize(a) * l2_normalize(v), axis=-1).reshape(b, g)
+
+
+def roc_auc(scores, positive) -> float:
+    """ROC AUC (Mann-Whitney, ties count one half); NaN without both classes."""
+    scores, positive = np.asarray(scores, np.float64).ravel(), np.asarray(positive, bool).ravel()
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def map_scores(sim, grid, sources, hit_deg: float = 30.0) -> dict[str, float]:
+    """Scores of one map ``sim [n_el, n_az]`` on ``grid [n_el, n_az, 2]`` against source
+    directions ``sources [S, 2]`` (radians). Empty ``sources``: all NaN."""
+    sources = np.asarray(sources, np.float64).reshape(-1, 2)
+    if not len(sources):
+        return {"peak_error_deg": float("nan"), "hit": float("nan"), "auc": float("nan")}
+    ang = np.degrees(geometry.angular_distance(
+        grid[..., 0, None].astype(np.float64), grid[..., 1, None].astype(np.float64),
+        sources[:, 0], sources[:, 1])).min(-1)  # [n_el, n_az]: angle to the nearest source
+    peak = np.unravel_index(np.argmax(sim), sim.shape)
+    err = float(ang[peak])
+    return {"peak_error_deg": err, "hit": float(err <= hit_deg),
+            "auc": roc_auc(sim, ang <= hit_deg)}
+
+
+def label_directions(labels, label_mask) -> np.ndarray:
+    """Distinct (az, el) radians ``[S, 2]`` of one crop's valid DCASE rows ``[L, 6]``."""
+    rows = np.asarray(labels)[np.asarray(label_mask, bool)]
+    dirs = np.deg2rad(rows[:, [T.L_AZ, T.L_EL]].astype(np.float64))
+    return np.unique(np.round(dirs, 4), axis=0)
+
+
+# --- pictures ---------------------------------------------------------------------------------
+
+
+def _colormap(x):
+    """Values in [0, 1] -> RGB uint8 (a perceptually ordered blue-green-yellow ramp)."""
+    stops = np.array([[48, 18, 59], [40, 120, 200], [30, 200, 150], [170, 230, 50],
+                      [250, 250, 40]], np.float64)
+    pos = np.clip(x, 0, 1) * (len(stops) - 1)
+    i = np.minimum(pos.astype(int), len(stops) - 2)
+    f = (pos - i)[..., None]
+    return ((1 - f) * stops[i] + f * stops[i + 1]).astype(np.uint8)
+
+
+def upsample_map(sim, height: int, width: int) -> np.ndarray:
+    """``[n_el, n_az]`` map -> ``[height, width]`` by bilinear interpolation between cell
+    centres, wrapping across the azimuth seam."""
+    n_el, n_az = sim.shape
+    col = (np.arange(width) + 0.5) * n_az / width - 0.5
+    row = np.clip((np.arange(height) + 0.5) * n_el / height - 0.5, 0, n_el - 1)
+    c0, r0 = np.floor(col).astype(int), np.minimum(np.floor(row).astype(int), n_el - 2)
+    fc, fr = (col - c0)[None, :], (row - r0)[:, None]
+    c0, c1 = c0 % n_az, (c0 + 1) % n_az
+    r0 = np.maximum(r0, 0)
+    r1 = np.minimum(r0 + 1, n_el - 1)
+    top = sim[r0][:, c0] * (1 - fc) + sim[r0][:, c1] * fc
+    bottom = sim[r1][:, c0] * (1 - fc) + sim[r1][:, c1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def overlay_png(path, frame, sim, sources=(), alpha: float = 0.55, scale: int = 4) -> Path:
+    """Write the map ``sim [n_el, n_az]`` over the equirect ``frame [H, W, 3]`` as a PNG
+    (upscaled by ``scale``; map min..max -> colours), sources as white circles, the peak as
+    a red cross. Returns the path."""
+    h, w = frame.shape[0] * scale, frame.shape[1] * scale
+    lo, hi = float(np.min(sim)), float(np.max(sim))
+    heat = upsample_map((np.asarray(sim) - lo) / max(hi - lo, 1e-9), h, w)
+    base = np.asarray(Image.fromarray(np.asarray(frame, np.uint8)).resize((w, h)), np.float64)
+    img = Image.fromarray(((1 - alpha) * base + alpha * _colormap(heat)).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    r = max(3, w // 80)
+    for az, el in np.asarray(sources, np.float64).reshape(-1, 2):
+        c, rr = geometry.direction_to_equirect(az, el, w, h)
+        draw.ellipse([c - r, rr - r, c + r, rr + r], outline=(255, 255, 255), width=2)
+    pr, pc = np.unravel_index(np.argmax(sim), np.shape(sim))
+    az, el = geometry.equirect_to_direction(pc, pr, sim.shape[1], sim.shape[0])
+    c, rr = geometry.direction_to_equirect(az, el, w, h)
+    draw.line([c - r, rr - r, c + r, rr + r], fill=(255, 40, 40), width=2)
+    draw.line([c - r, rr + r, c + r, rr - r], fill=(255, 40, 40), width=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def make_map_fn(encoders, fov: float, size, grid_shape: tuple[int, int]):
+    """A jitted ``(audio [B, T, 4], frames [B, n, H, W, 3]) -> maps [B, n_el, n_az]``."""
+    from flax import nnx
+
+    n_az, n_el = grid_shape
+    dirs = direction_grid(n_az, n_el).reshape(-1, 2)
+    graphdef, state = nnx.split((encoders.audio, encoders.video, encoders.audio_proj,
+                                 encoders.video_proj))
+    fmt, fcfg = encoders.fmt, encoders.feature_cfg
+
+    @jax.jit
+    def fn(state, audio, frames):
+        audio_enc, video_enc, audio_proj, video_proj = nnx.merge(graphdef, state)
+
+        def embed(view_audio, view_frames):
+            feats = features.encoder_input(view_audio, fmt, fcfg)
+            return (audio_proj(audio_enc(feats)[0]), video_proj(video_enc(view_frames)[0]))
+
+        sim = similarity_map(embed, audio, frames, dirs, fmt, fov, size)
+        return sim.reshape(audio.shape[0], n_el, n_az)
+
+    return lambda audio, frames: np.asarray(fn(state, audio, frames))

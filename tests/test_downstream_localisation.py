@@ -1,0 +1,72 @@
+"""Localisation maps: a crafted audio and visual "model" on a crafted scene peaks at the
+source (also across the azimuth seam), the scores and AUC (against scikit-learn), the overlay."""
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from spatialav import ambisonics, geometry
+from spatialav.downstream import localisation as L
+
+GRID = (12, 6)  # 30 deg cells
+
+
+def scene(az, el, h=32, w=64, seconds=0.2, sr=24000):
+    """A plane wave of noise from (az, el) and an equirect frame lit within 25 deg of it."""
+    s = np.random.default_rng(0).standard_normal(int(seconds * sr)).astype(np.float32) * 0.1
+    foa = ambisonics.encode(s, az, el).astype(np.float32)
+    paz, pel = geometry.equirect_directions(w, h)
+    lit = geometry.angular_distance(paz, pel, az, el) < np.radians(25)
+    frame = np.repeat(np.where(lit[..., None], 255, 0), 3, axis=-1).astype(np.uint8)
+    return foa[None], np.repeat(frame[None, None], 2, axis=1)
+
+
+def crafted_embed(view_audio, view_frames):
+    """Audio: how much the turned field points to the front (X.W / W.W, ambiX W, Y, Z, X);
+    video: how bright the crop is. Cosine is 1 where both are high, -1 where both are low."""
+    g = jax.numpy.clip(jax.numpy.mean(view_audio[..., 3] * view_audio[..., 0], -1)
+                       / jax.numpy.mean(view_audio[..., 0] ** 2, -1), 0, 1)
+    b = jax.numpy.mean(view_frames, axis=(1, 2, 3, 4)) / 255.0
+    return jax.numpy.stack([g, 1 - g], -1), jax.numpy.stack([b, -(1 - b)], -1)
+
+
+@pytest.mark.parametrize("az_deg, el_deg", [(105.0, 15.0), (-165.0, -15.0), (15.0, 45.0)])
+def test_crafted_map_peaks_at_the_source(az_deg, el_deg, tmp_path):
+    az, el = np.radians(az_deg), np.radians(el_deg)
+    audio, frames = scene(az, el)
+    grid = L.direction_grid(*GRID)
+    sim = L.similarity_map(crafted_embed, audio, frames, grid.reshape(-1, 2), "foa",
+                           np.pi / 2, 16)
+    sim = np.asarray(sim).reshape(GRID[1], GRID[0])
+    scores = L.map_scores(sim, grid, [[az, el]], hit_deg=30.0)
+    assert scores["peak_error_deg"] <= 22.0  # the nearest cell centre is at most ~21 deg away
+    assert scores["hit"] == 1.0 and scores["auc"] > 0.9
+    path = L.overlay_png(tmp_path / "m.png", frames[0, 0], sim, [[az, el]], scale=2)
+    with Image.open(path) as im:
+        assert im.size == (128, 64)
+
+
+def test_map_scores_and_auc():
+    grid = L.direction_grid(*GRID)
+    sim = np.zeros(grid.shape[:2])
+    sim[2, 3] = 1.0  # peak at that cell
+    src = grid[2, 3][None].astype(np.float64)
+    s = L.map_scores(sim, grid, src, hit_deg=30)
+    assert s["peak_error_deg"] == pytest.approx(0.0, abs=1e-4) and s["hit"] == 1.0
+    far = L.map_scores(sim, grid, -src, hit_deg=30)  # the opposite-ish direction
+    assert far["hit"] == 0.0 and far["peak_error_deg"] > 30
+    assert np.isnan(L.map_scores(sim, grid, np.zeros((0, 2)))["auc"])
+    rng = np.random.default_rng(0)
+    x, y = np.round(rng.random(50), 1), rng.random(50) < 0.3
+    assert L.roc_auc(x, y) == pytest.approx(roc_auc_score(y, x))
+
+
+def test_upsample_wraps_the_seam():
+    sim = np.zeros((2, 4))
+    sim[:, 0] = 1.0  # the leftmost column of cells
+    up = L.upsample_map(sim, 4, 16)
+    # symmetric about the cell centre (pixel 1.5), and the right edge blends into column 0
+    assert up[0, 0] == pytest.approx(up[0, 3]) == pytest.approx(0.625)
+    assert up[0, -1] == pytest.approx(0.375) and up[0, 8] == 0.0
