@@ -132,11 +132,14 @@ def train(data_yaml: Path, work: Path, args) -> tuple[Path, float, float]:
     """Train from the model yaml; returns the final weights, the wall time and the CPU time
     of training (the CPU time does not grow when other jobs share the machine)."""
     ultralytics = detect.import_ultralytics()
-    model = ultralytics.YOLO(str(args.model_yaml), task="detect")
+    # From the yaml (from scratch), or on from weights this script made before: a CPU run
+    # is cheaper to continue than to redo with more epochs.
+    model = ultralytics.YOLO(str(args.init or args.model_yaml), task="detect")
     t0, c0 = time.perf_counter(), time.process_time()
     model.train(
         data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-        device="cpu", workers=args.workers_train, pretrained=False, amp=False, plots=False,
+        device="cpu", workers=args.workers_train, pretrained=args.init is not None, amp=False,
+        plots=False,
         project=str(work / "runs"), name="train", exist_ok=True, seed=0, val=args.val,
         cache="ram", rect=True, patience=0, verbose=False,
         # Mild augmentation: the renderer's colours, sizes and placement are what the
@@ -162,6 +165,14 @@ def validate(weights: Path, data_yaml: Path, args) -> dict:
             "precision": float(m.box.mp), "recall": float(m.box.mr)}
 
 
+def init_command(init: Path | None) -> str | None:
+    """The command that made ``--init`` weights (from their ``.json``), so a chain of
+    continued runs stays reproducible."""
+    if init is None or not init.with_suffix(".json").is_file():
+        return None
+    return json.loads(init.with_suffix(".json").read_text())["command"]
+
+
 def ship(weights: Path, out: Path, report: dict) -> None:
     """Copy the weights to ``out`` and write ``<out>.json`` and the folder's README."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +196,8 @@ Made by
 
     {r['command']}
 
-in {r['seconds_train'] / 60:.1f} min of training ({r['cpu_seconds_train'] / 60:.1f} CPU-min;
+{continued(r)}in {r['seconds_train'] / 60:.1f} min of training \
+({r['cpu_seconds_train'] / 60:.1f} CPU-min;
 {r['machine']}, shared with other jobs: load average {r['load_average'][1]} at the end),
 after {r['seconds_render'] / 60:.1f} min of rendering.
 
@@ -208,6 +220,13 @@ they were trained on.
 """
 
 
+def continued(r: dict) -> str:
+    if not r.get("init"):
+        return ""
+    return (f"continuing from `{r['init']}`, weights made by\n\n    {r['init_command']}\n\n"
+            if r.get("init_command") else f"continuing from `{r['init']}`, ")
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 
 
@@ -227,6 +246,9 @@ def parse_args(argv=None):
     p.add_argument("--val", action="store_true",
                    help="validate after every epoch (learning curve in runs/train/results.csv)")
     p.add_argument("--model-yaml", type=Path, default=MODEL_YAML)
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue training from these weights (made by this script) instead "
+                        "of starting from --model-yaml")
     p.add_argument("--frame-size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     p.add_argument("--workers-train", type=int, default=0, help="ultralytics data workers")
@@ -266,6 +288,8 @@ def main(argv=None) -> dict:
         "train_seeds": [seeds["train"].start, seeds["train"].stop],
         "val_seeds": [seeds["val"].start, seeds["val"].stop],
         "epochs": args.epochs,
+        "init": None if args.init is None else str(args.init),
+        "init_command": init_command(args.init),
         "imgsz": args.imgsz,
         "ultralytics": ultralytics.__version__,
         "torch": torch.__version__,

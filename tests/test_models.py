@@ -10,6 +10,7 @@ Parameter counts, from ``nnx.eval_shape`` (asserted below): ``ModelConfig()`` (C
 audio_blocks=1`` the audio encoder has 1 292 960. ``ModelConfig.tiny()``: 61 168.
 """
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -201,3 +202,28 @@ def test_a_few_adam_steps_lower_the_avc_loss(model):
         losses.append(float(loss))
     assert np.all(np.isfinite(losses))
     assert losses[1] < losses[0] and losses[-1] < losses[0] - 0.3, losses
+
+
+@pytest.mark.parametrize("az_deg, el_deg", [(0, 0), (60, 20), (-90, 0), (150, -30)])
+def test_front_beam_level_is_the_cardioid_gain_of_a_plane_wave(az_deg, el_deg):
+    from spatialav import ambisonics
+    from spatialav.models.audio import front_beam_level
+
+    rng = np.random.default_rng(0)
+    foa = ambisonics.encode(rng.standard_normal(24000).astype(np.float32) * 0.1,
+                            np.radians(az_deg), np.radians(el_deg))
+    level = np.asarray(front_beam_level(features.encoder_input(foa, "foa")))
+    ux = np.cos(np.radians(el_deg)) * np.cos(np.radians(az_deg))
+    expected = 20 * np.log10((1 + ux) / 2)
+    # Per-band values of noise at 24 kHz: the IV and levels are exact up to STFT leakage.
+    np.testing.assert_allclose(np.median(level), expected, atol=0.3)
+
+
+def test_front_beam_adds_one_foa_channel_only():
+    cfg = ModelConfig.tiny(audio_front_beam=True)
+    foa = init_model(cfg).audio
+    assert foa.stem.in_features == cfg.feature_cfg.n_mels * 8
+    mono = init_model(dataclasses.replace(cfg, audio_fmt="mono")).audio
+    assert mono.stem.in_features == cfg.feature_cfg.n_mels * 1
+    x = jnp.zeros((2, 20, cfg.feature_cfg.n_mels, 7))
+    assert foa(x)[0].shape == (2, cfg.embed_dim)

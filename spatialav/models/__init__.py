@@ -73,6 +73,7 @@ class ModelConfig:
     dtype: str = "float32"  # computation dtype: "float32" or "bfloat16"; params stay f32
     feature_cfg: features.FeatureConfig = features.DEFAULT  # must match the data's features
     audio_relative_levels: bool = False  # foa: Y, Z, X log-mels relative to W (models/audio.py)
+    audio_front_beam: bool = False  # foa: add the front cardioid's level (models/audio.py)
 
     @classmethod
     def tiny(cls, **overrides) -> ModelConfig:
@@ -127,6 +128,7 @@ class AVModel(nnx.Module):
             embed_dim=d,
             feature_cfg=config.feature_cfg,
             relative_levels=config.audio_relative_levels,
+            front_beam=config.audio_front_beam,
             dtype=dtype,
             rngs=rngs,
         )

@@ -27,6 +27,16 @@ share W exactly and differ only in the directional channels; in absolute dB thos
 differences are small next to the shared level (at initialisation the audio tokens of the
 K views of a clip have cosine ~0.997), so the AVSA hard negatives start indistinguishable.
 Relative levels put the direction-dependent part at unit scale from the first step.
+
+``front_beam`` (foa only): one more channel, the level of a cardioid toward the front (+x)
+relative to W, per mel band, ``10 log10(g) / 6`` with g = |beam|² / |W|² rebuilt from the
+features: g = a² + (1 - a)² |X|²/|W|² + 2 a (1 - a) Re{W* X}/|W|², a = ½, where
+Re{W* X}/|W|² ≈ IV_x / 0.75 (a plane wave's normalised IV is 0.75 u). For a plane wave from
+u it is ((1 + u_x) / 2)²: 0 dB in front, a deep null behind. "What sounds in front" is what
+every AVSA pair asks about; the stereo and mono formats hand the encoder beams directly
+(cardioid log-mels), while FOA only has it as a log of a sum of its channels, which a small
+network must first learn to form. Adding it keeps FOA a superset of the other formats in the
+same easy form.
 """
 
 from __future__ import annotations
@@ -44,10 +54,21 @@ from spatialav.models.layers import ResBlock1D, ResBlock2D, group_norm
 ARCHS = ("resnet2d", "conv1d")
 DB_OFFSET, DB_SCALE = 50.0, 20.0
 REL_DB_SCALE, IV_GAIN = 6.0, 3.0  # relative_levels: dB relative to W / 6, IVs x 3
+PLANE_WAVE_IV = 0.75  # the normalised DCASE IV of a plane wave from u is 0.75 u
+
+
+def front_beam_level(x, cfg: features.FeatureConfig = features.DEFAULT, floor_db=-30.0):
+    """Front cardioid level relative to W, in dB, from foa ``encoder_input`` features
+    ``[..., frames, mels, 7]`` -> ``[..., frames, mels]`` (see the module docstring)."""
+    area = features.mel_filterbank(cfg).sum(axis=0).astype(np.float32)
+    rel_x = 10.0 ** ((x[..., 3] - x[..., 0]) / 10.0)  # |X|^2 / |W|^2 (ACN: W, Y, Z, X)
+    cross = jnp.clip(x[..., 6] / area / PLANE_WAVE_IV, -1.0, 1.0)  # IV order (Y, Z, X)
+    g = 0.25 + 0.25 * rel_x + 0.5 * cross
+    return jnp.maximum(10.0 * jnp.log10(jnp.maximum(g, 1e-10)), floor_db)
 
 
 def scale_inputs(x, fmt: str, cfg: features.FeatureConfig = features.DEFAULT,
-                 relative_levels: bool = False):
+                 relative_levels: bool = False, front_beam: bool = False):
     """Fixed, dataset-free scaling of ``encoder_input`` features ``[..., frames, mels, C]``."""
     n_mel_ch = {"foa": 4, "stereo": 2, "mono": 1}[fmt]
     x = jnp.asarray(x, jnp.float32)
@@ -60,7 +81,8 @@ def scale_inputs(x, fmt: str, cfg: features.FeatureConfig = features.DEFAULT,
         rel = (x[..., 1:n_mel_ch] - x[..., :1]) / REL_DB_SCALE
         mel = jnp.concatenate([mel[..., :1], rel], axis=-1)
         iv = iv * IV_GAIN
-    return jnp.concatenate([mel, iv], axis=-1)
+    extra = [front_beam_level(x, cfg)[..., None] / REL_DB_SCALE] if front_beam else []
+    return jnp.concatenate([mel, iv, *extra], axis=-1)
 
 
 class AudioEncoder(nnx.Module):
@@ -82,6 +104,7 @@ class AudioEncoder(nnx.Module):
         embed_dim: int = 256,
         feature_cfg: features.FeatureConfig = features.DEFAULT,
         relative_levels: bool = False,
+        front_beam: bool = False,
         dtype=None,
         rngs: nnx.Rngs,
     ):
@@ -91,9 +114,10 @@ class AudioEncoder(nnx.Module):
             raise ValueError(f"depth and blocks must be >= 1, got {depth}, {blocks}")
         self.fmt, self.arch, self.feature_cfg, self.dtype = fmt, arch, feature_cfg, dtype
         self.relative_levels = relative_levels
+        self.front_beam = front_beam and fmt == "foa"
         self.in_channels = features.num_channels(fmt)
         self.time_stride = 2 ** (depth - 1)
-        c_in = self.in_channels
+        c_in = self.in_channels + self.front_beam
         if arch == "resnet2d":
             self.stem = nnx.Conv(c_in, width, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
             self.stem_norm = group_norm(width, dtype=dtype, rngs=rngs)
@@ -129,7 +153,7 @@ class AudioEncoder(nnx.Module):
                 f"{self.fmt} encoder expects [..., frames, {self.feature_cfg.n_mels}, "
                 f"{self.in_channels}] features, got shape {x.shape}"
             )
-        x = scale_inputs(x, self.fmt, self.feature_cfg, self.relative_levels)
+        x = scale_inputs(x, self.fmt, self.feature_cfg, self.relative_levels, self.front_beam)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         if self.arch == "resnet2d":
