@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     multi.add_argument("--coordinator", help="host:port of process 0")
     multi.add_argument("--num-processes", type=int, help="number of processes in the job")
     multi.add_argument("--process-id", type=int, help="this process's index")
+    multi.add_argument("--peer-timeout", type=int, default=60, metavar="SECONDS",
+                       help="a process silent this long counts as dead and the whole job "
+                            "exits with an error (default: 60)")
     return p.parse_args(argv)
 
 
@@ -161,7 +164,8 @@ def main(argv=None) -> int:
     from spatialav.train import NonFiniteLossError, distributed
 
     try:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                               peer_timeout_s=args.peer_timeout)
         summary = run(cfg, workdir)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
@@ -33,10 +35,6 @@ class Checkpointer:
     def should_save(self, step: int) -> bool:
         return self.manager.should_save(step)
 
-    def reached_preemption(self, step: int) -> bool:
-        """True on every process once any of them was told to stop (multi-host aware)."""
-        return self.manager.reached_preemption(step)
-
     def save(self, step: int, state, *, data_iter=None, meta: dict | None = None,
              force: bool = False) -> bool:
         items = {"state": ocp.args.StandardSave(state)}
@@ -54,12 +52,21 @@ class Checkpointer:
         return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def read_state(self, step: int | None = None):
-        """The saved train state as plain nested dicts of arrays, without a model to fit it."""
+        """The saved train state as plain nested dicts of arrays, without a model to fit it.
+
+        Every array lands whole on this process's first device, whatever mesh wrote it (a
+        checkpoint of a multi-host job is read on one machine this way).
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        saved = ocp.StandardCheckpointHandler().metadata(
+            epath.Path(self.directory) / str(step) / "state").tree
+        here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                              saved)
         return self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         )["state"]
 
     def restore_meta(self, step: int | None = None) -> dict:

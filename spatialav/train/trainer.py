@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ from spatialav.train import mesh as mesh_lib
 from spatialav.train.checkpoint import Checkpointer
 from spatialav.train.metrics_log import MetricsLogger, progress_bar
 from spatialav.train.optim import OptimConfig, make_optimizer, schedule
+from spatialav.train.preemption import StopOnSigterm
 
 LossFn = Callable[[nnx.Module, Any, jax.Array, jax.Array], tuple[jax.Array, dict]]
 
@@ -100,7 +100,6 @@ class Trainer:
             out_shardings=(self.state_sharding, rep),
             donate_argnums=0,
         )
-        self._stop_requested = False
 
     # --- the pure step ------------------------------------------------------------------
 
@@ -149,7 +148,7 @@ class Trainer:
         start = self.step
         log = MetricsLogger(self.workdir)
         bar = progress_bar(cfg.steps, start, enabled=cfg.progress)
-        previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
+        stopper = StopOnSigterm(self.mesh).install()
         last, pending, evals = {}, None, {}
         t0, clips = time.perf_counter(), 0
         try:
@@ -172,7 +171,7 @@ class Trainer:
                 if self.hooks and (done == cfg.steps or any(done % h.every == 0
                                                             for h in self.hooks)):
                     evals.update(self._run_hooks(done, log, final=done == cfg.steps))
-                stop = self._stop_requested or self.ckpt.reached_preemption(done)
+                stop = stopper.poll()  # collective: the same answer on every process
                 if self.ckpt.should_save(done) or done == cfg.steps or stop:
                     if pending is not None:
                         last, pending = self._check(*pending), None
@@ -185,14 +184,11 @@ class Trainer:
             self.ckpt.wait()
             return self._summary(p.args[0], last, evals, log, preempted=True)
         finally:
-            signal.signal(signal.SIGTERM, previous_handler)
+            stopper.uninstall()
             bar.close()
             self.ckpt.wait()
             log.close()
         return self._summary(cfg.steps, last, evals, log)
-
-    def _request_stop(self, signum, frame):
-        self._stop_requested = True
 
     def _check(self, step: int, metrics) -> dict:
         host = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
