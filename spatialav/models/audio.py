@@ -36,7 +36,8 @@ u it is ((1 + u_x) / 2)²: 0 dB in front, a deep null behind. "What sounds in fr
 every AVSA pair asks about; the stereo and mono formats hand the encoder beams directly
 (cardioid log-mels), while FOA only has it as a log of a sum of its channels, which a small
 network must first learn to form. Adding it keeps FOA a superset of the other formats in the
-same easy form.
+same easy form. Measured (default preset, 600 steps, lr 4e-4): binary AVSA probe 0.643 with
+it vs 0.635-0.657 without, so it is off by default; at lr 8e-4 the AVSA loss stalled at chance.
 """
 
 from __future__ import annotations
