@@ -107,6 +107,7 @@ def main(argv=None) -> int:
         return 2
     workdir = os.path.abspath(args.workdir or default_workdir(args))
     from spatialav.downstream import runner
+    from spatialav.downstream.data import HeadPreempted
     from spatialav.train import NonFiniteLossError
 
     try:
@@ -117,6 +118,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except HeadPreempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return 3
     print(json.dumps({"head": result.get("head"), "encoders": result.get("encoders"),
                       "metrics": result.get("metrics")}, indent=2, default=str))
     print(f"summary: {os.path.join(workdir, 'probe.json')}")

@@ -39,6 +39,9 @@ def test_crafted_map_peaks_at_the_source(az_deg, el_deg, tmp_path):
     grid = L.direction_grid(*GRID)
     sim = L.similarity_map(crafted_embed, audio, frames, grid.reshape(-1, 2), "foa",
                            np.pi / 2, 16)
+    whole = L.similarity_map(crafted_embed, audio, frames, grid.reshape(-1, 2), "foa",
+                             np.pi / 2, 16, chunk=grid.size // 2)  # chunks are exact
+    np.testing.assert_allclose(np.asarray(sim), np.asarray(whole), atol=1e-5)
     sim = np.asarray(sim).reshape(GRID[1], GRID[0])
     scores = L.map_scores(sim, grid, [[az, el]], hit_deg=30.0)
     assert scores["peak_error_deg"] <= 22.0  # the nearest cell centre is at most ~21 deg away

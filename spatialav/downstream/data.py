@@ -14,6 +14,16 @@ from pathlib import Path
 from spatialav.data import storage
 
 
+class HeadPreempted(RuntimeError):
+    """A head's training was stopped (SIGTERM) and checkpointed: it is not scored and no
+    ``probe.json`` is written, so a half-trained head never passes for a finished one."""
+
+    def __init__(self, step: int, workdir: str):
+        super().__init__(f"stopped at step {step} and checkpointed in {workdir}; rerun the "
+                         "same command to resume")
+        self.step = step
+
+
 def resolve(data_cfg) -> Path:
     """The dataset directory of a ``configs.DataConfig``; the synthetic one is built if missing."""
     from spatialav.data import synthetic

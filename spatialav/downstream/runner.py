@@ -54,6 +54,8 @@ def run(cfg: ProbeConfig, workdir: str, separation_overrides=()) -> dict:
         out["metrics"] = evaluate_localisation(cfg, pcfg, enc, dataset, workdir)
     else:
         model, train_summary = train_head(cfg, pcfg, enc, dataset, len(classes), workdir)
+        if train_summary["preempted"]:
+            raise data.HeadPreempted(train_summary["step"], workdir)
         out["train"] = {"step": train_summary["step"], "final": train_summary["final"]}
         if cfg.task == "classify":
             out["metrics"] = evaluate_classification(cfg, pcfg, model, dataset, len(classes))

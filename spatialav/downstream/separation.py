@@ -256,6 +256,10 @@ def run(cfg: SeparationConfig, encoders, workdir: str | os.PathLike, *,
                       hooks=[hook], meta=meta, mesh=mesh)
     trainer.restore_latest()
     summary = trainer.run()
+    if summary["preempted"]:
+        from spatialav.downstream.data import HeadPreempted
+
+        raise HeadPreempted(summary["step"], workdir)
     metrics = evaluate(trainer.model(), eval_maker, cfg, mesh=mesh)
     metrics["train_final_si_sdri"] = float(summary["final"].get("si_sdri", np.nan))
     if jax.process_index() == 0:
