@@ -189,7 +189,7 @@ def readme(name: str, r: dict) -> str:
 `{name}`: a small YOLO11-layer detector with a stride 4-16 head (`synthetic_yolo.yaml`,
 {r['parameters']:,} parameters, {r['weights_bytes'] / 1e6:.1f} MB) for the sprites of the synthetic
 scenes (`spatialav.synth`), 14 classes in `spatialav.synth.source_bank.CLASSES` order. Trained
-from scratch, offline, on the CPU; nothing was downloaded. Use it with
+from the yaml, offline, on the CPU; nothing was downloaded. Use it with
 `spatialav.detect.detect(spatialav.detect.DEFAULT_WEIGHTS, frames)`.
 
 Made by
@@ -223,7 +223,8 @@ they were trained on.
 def continued(r: dict) -> str:
     if not r.get("init"):
         return ""
-    return (f"continuing from `{r['init']}`, weights made by\n\n    {r['init_command']}\n\n"
+    return (f"continuing from `{r['init']}` as it was before this run, weights made by\n\n"
+            f"    {r['init_command']}\n\n"
             if r.get("init_command") else f"continuing from `{r['init']}`, ")
 
 
