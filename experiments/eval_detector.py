@@ -210,7 +210,8 @@ def markdown(r: dict) -> str:
     return f"""# Object detection on 360° frames (`spatialav.detect`)
 
 Detector: `{r['weights']}` ({t['parameters']:,} parameters, {t['weights_bytes'] / 1e6:.1f} MB),
-trained from scratch on synthetic frames in {t['seconds_train'] / 60:.1f} min on {r['machine']}:
+trained offline (no downloaded weights) on synthetic frames in
+{t['seconds_train'] / 60:.1f} min on {r['machine']}:
 
     {t['command']}
 
