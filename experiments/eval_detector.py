@@ -36,7 +36,6 @@ import numpy as np
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="spatialav-yolo-"))
 
 from spatialav import detect, geometry  # noqa: E402
-from spatialav.data import transforms  # noqa: E402
 from spatialav.synth import render_clip  # noqa: E402
 
 SEED0 = 30_000_000
@@ -135,17 +134,9 @@ def beams(clips, found, pattern: str = "hypercardioid") -> dict:
                 dirs, valid, _, _ = detect.detections_to_objects(dets, 4, dets.num_frames / 2)
             else:
                 dirs, valid = clip.source_direction, np.ones(clip.num_sources, bool)
-            b, _ = transforms.object_views(clip.audio[None], clip.frames[None, :1], dirs[None],
-                                           valid[None], pattern, np.pi / 3, 16)
-            b = np.asarray(b[0])
-            for j in np.flatnonzero(valid):
-                dist = geometry.angular_distance(*dirs[j], *clip.source_direction.T)
-                s = int(np.argmin(dist))
-                if dist[s] > np.radians(10):
-                    continue  # a silent distractor
-                corr = [abs(np.corrcoef(b[j], dry)[0, 1]) for dry in clip.dry]
-                own.append(corr[s])
-                other += [c for k, c in enumerate(corr) if k != s]
+            o, x = detect.beam_correlations(clip, dirs, valid, pattern)
+            own += o
+            other += x
         res[name] = {"own": float(np.mean(own)), "other": float(np.mean(other)),
                      "beams": len(own)}
     return res

@@ -558,3 +558,26 @@ class DetectionsSource:
             raise KeyError(f"no detections for clip {clip_id!r}")
         record["detections"] = self.rows[clip_id]
         return record
+
+
+def beam_correlations(clip, dirs, valid, pattern: str = "hypercardioid",
+                      max_offset: float = math.radians(10)) -> tuple[list[float], list[float]]:
+    """How well beams steered to ``dirs [M, 2]`` (``valid [M]``) pick out a synthetic clip's
+    sources: for each beam within ``max_offset`` of a source, |corr| of the beamformed FOA
+    with that source's dry signal (own) and with every other source's (other). Beams toward
+    silent distractors are skipped. Returns (own, other) lists."""
+    from spatialav.data import transforms  # the data package imports this module
+
+    beams, _ = transforms.object_views(clip.audio[None], clip.frames[None, :1], dirs[None],
+                                       valid[None], pattern, np.pi / 3, 16)
+    beams = np.asarray(beams[0])
+    own, other = [], []
+    for j in np.flatnonzero(valid):
+        dist = geometry.angular_distance(*dirs[j], *clip.source_direction.T)
+        s = int(np.argmin(dist))
+        if dist[s] > max_offset:
+            continue
+        corr = [abs(np.corrcoef(beams[j], dry)[0, 1]) for dry in clip.dry]
+        own.append(corr[s])
+        other += [c for k, c in enumerate(corr) if k != s]
+    return own, other

@@ -299,24 +299,14 @@ def test_cube_tiles_find_the_objects(model, clips):
 
 
 def test_beams_from_detections_pick_out_their_source(clips, found):
-    from spatialav.data import transforms
-
     own, other = [], []
     for clip, dets in zip(clips, found, strict=True):
         if clip.num_sources < 2:
             continue
         dirs, valid, _, _ = detect.detections_to_objects(dets, 4, centre_frame=5)
-        beams, _ = transforms.object_views(clip.audio[None], clip.frames[None, :1], dirs[None],
-                                           valid[None], "hypercardioid", np.pi / 3, 16)
-        beams = np.asarray(beams[0])
-        for j in np.flatnonzero(valid):
-            dist = geometry.angular_distance(*dirs[j], *clip.source_direction.T)
-            s = int(np.argmin(dist))
-            if dist[s] > np.radians(10):
-                continue  # a silent distractor
-            corr = [abs(np.corrcoef(beams[j], dry)[0, 1]) for dry in clip.dry]
-            own.append(corr[s])
-            other += [c for k, c in enumerate(corr) if k != s]
+        o, x = detect.beam_correlations(clip, dirs, valid, "hypercardioid")
+        own += o
+        other += x
     assert len(own) >= 4
     assert np.mean(own) > np.mean(other) + 0.2, (np.mean(own), np.mean(other))
 

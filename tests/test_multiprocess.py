@@ -17,10 +17,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from toy_training import checkpoint_params  # noqa: E402
 
 from spatialav import pretrain
 from spatialav.data import synthetic
-from spatialav.train import Checkpointer, distributed
+from spatialav.train import distributed
 
 STEPS = 8
 
@@ -91,14 +92,6 @@ def _losses(workdir):
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
-def _params(workdir):
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    step = ckpt.latest_step()
-    state = ckpt.read_state(step)
-    ckpt.close()
-    return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
-
-
 def test_one_process_without_a_cluster_stays_alone(monkeypatch):
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     assert distributed.initialize() is False
@@ -160,8 +153,8 @@ def test_sigterm_to_one_process_checkpoints_all_then_resumes_exactly(
         ["process_0-of-2.json", "process_1-of-2.json"]
 
     _finish(_launch(data_root, tmp_path))  # resume
-    step_ref, params_ref = _params(two_process_run)
-    step_res, params_res = _params(tmp_path)
+    step_ref, params_ref = checkpoint_params(two_process_run)
+    step_res, params_res = checkpoint_params(tmp_path)
     assert step_ref == step_res == STEPS
     for x, y in zip(params_ref, params_res, strict=True):
         np.testing.assert_array_equal(x, y)

@@ -2,15 +2,14 @@
 SIGKILL, and clear errors before training for bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
+from toy_training import checkpoint_params  # noqa: E402
 
 from spatialav import pretrain
 from spatialav.data import synthetic
@@ -27,17 +26,6 @@ def data_root(tmp_path_factory):
 
 def _args(root, workdir, *extra):
     return [*TINY, "--workdir", str(workdir), "--set", f"data.root={root}", *extra]
-
-
-def _params(workdir):
-    """The parameters of the newest checkpoint, as flat numpy arrays (no model needed)."""
-    from spatialav.train import Checkpointer
-
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    step = ckpt.latest_step()
-    state = ckpt.read_state(step)
-    ckpt.close()
-    return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
 
 
 @pytest.mark.slow
@@ -73,12 +61,12 @@ def test_sigkill_mid_training_then_resume_is_bit_identical(data_root, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    killed_at, _ = _params(tmp_path / "b")
+    killed_at, _ = checkpoint_params(tmp_path / "b")
     assert killed_at < 24
 
     assert pretrain.main(["--task", "avsa", *_args(data_root, tmp_path / "b", *steps)]) == 0
-    step_a, params_a = _params(tmp_path / "a")
-    step_b, params_b = _params(tmp_path / "b")
+    step_a, params_a = checkpoint_params(tmp_path / "a")
+    step_b, params_b = checkpoint_params(tmp_path / "b")
     assert step_a == step_b == 24
     for x, y in zip(params_a, params_b, strict=True):
         np.testing.assert_array_equal(x, y)

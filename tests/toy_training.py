@@ -9,11 +9,21 @@ import signal
 import sys
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spatialav.train import OptimConfig, TrainConfig, Trainer
+from spatialav.train import Checkpointer, OptimConfig, TrainConfig, Trainer
+
+
+def checkpoint_params(workdir):
+    """(step, parameters as flat numpy arrays) of a workdir's newest checkpoint, no model needed."""
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = ckpt.latest_step()
+    state = ckpt.read_state(step)
+    ckpt.close()
+    return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
 
 
 class Regressor(nnx.Module):
