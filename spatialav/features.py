@@ -107,11 +107,23 @@ def log_mel(spec, cfg: FeatureConfig = DEFAULT, floor: float = 1e-10):
 
 
 def _active_intensity(spec):
-    """Re{W* (Y, Z, X)} and the DCASE energy of an ambiX spectrum ``[..., freqs, 4]``."""
-    w = spec[..., 0]
-    intensity = jnp.real(jnp.conj(w)[..., None] * spec[..., 1:])
-    energy = jnp.abs(w) ** 2 + jnp.sum(jnp.abs(spec[..., 1:]) ** 2, axis=-1) / 3.0
+    """Re{W* (Y, Z, X)} and the DCASE energy of a channel-first ambiX spectrum
+    ``[..., 4, frames, freqs]`` -> ``([..., 3, frames, freqs], [..., frames, freqs])``.
+
+    In real arithmetic: XLA's CPU complex multiply and ``abs`` (a square root, then squared)
+    made this the slowest part of the encoder input."""
+    re, im = jnp.real(spec), jnp.imag(spec)
+    intensity = re[..., :1, :, :] * re[..., 1:, :, :] + im[..., :1, :, :] * im[..., 1:, :, :]
+    power = re**2 + im**2
+    energy = power[..., 0, :, :] + jnp.sum(power[..., 1:, :, :], axis=-3) / 3.0
     return intensity, energy
+
+
+def _intensity_vectors_cf(spec, cfg: FeatureConfig, eps: float = 1e-8):
+    """``intensity_vectors`` of a channel-first spectrum: ``[..., 4, T, F]`` -> ``[..., 3,
+    T, M]``."""
+    intensity, energy = _active_intensity(spec)
+    return (intensity / (energy[..., None, :, :] + eps)) @ mel_filterbank(cfg)
 
 
 def intensity_vectors(spec, cfg: FeatureConfig = DEFAULT, eps: float = 1e-8):
@@ -120,9 +132,8 @@ def intensity_vectors(spec, cfg: FeatureConfig = DEFAULT, eps: float = 1e-8):
     ``spec`` is the ambiX STFT ``[..., frames, freqs, 4]`` (W, Y, Z, X); returns
     ``[..., frames, mels, 3]`` in the (Y, Z, X) order of the ACN channels they come from.
     """
-    intensity, energy = _active_intensity(spec)
-    normed = intensity / (energy[..., None] + eps)
-    return jnp.einsum("...fc,fm->...mc", normed, mel_filterbank(cfg))
+    iv = _intensity_vectors_cf(jnp.moveaxis(spec, -1, -3), cfg, eps)
+    return jnp.moveaxis(iv, -3, -1)
 
 
 def intensity_doa(foa, cfg: FeatureConfig = DEFAULT):
@@ -132,9 +143,29 @@ def intensity_doa(foa, cfg: FeatureConfig = DEFAULT):
     plane wave from u gives Re{W* (Y, Z, X)} = |s|^2 (uy, uz, ux).
     """
     spec = stft(jnp.moveaxis(jnp.asarray(foa, jnp.float32), -1, -2), cfg)  # [..., 4, T, F]
-    intensity, _ = _active_intensity(jnp.moveaxis(spec, -3, -1))
-    y, z, x = jnp.moveaxis(jnp.sum(intensity, axis=(-3, -2)), -1, 0)
+    intensity, _ = _active_intensity(spec)
+    y, z, x = jnp.moveaxis(jnp.sum(intensity, axis=(-2, -1)), -1, 0)
     return jnp.arctan2(y, x), jnp.arctan2(z, jnp.hypot(x, y))
+
+
+def _check_audio(audio, fmt: str):
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown input format {fmt!r}; expected one of {sorted(FORMATS)}")
+    audio = jnp.asarray(audio, jnp.float32)
+    if audio.ndim < 2 or audio.shape[-1] != FORMATS[fmt]:
+        raise ValueError(
+            f"{fmt} audio must be [..., time, {FORMATS[fmt]}], got shape {audio.shape}"
+        )
+    return audio
+
+
+def _stacked_features(spec, fmt: str, cfg: FeatureConfig):
+    """Encoder features of a channel-first spectrum ``[..., C, frames, freqs]`` ->
+    ``[..., frames, mels, F]``."""
+    mels = log_mel(spec, cfg)  # [..., C, T, M]
+    if fmt == "foa":
+        mels = jnp.concatenate([mels, _intensity_vectors_cf(spec, cfg)], axis=-3)
+    return jnp.moveaxis(mels, -3, -1)
 
 
 def encoder_input(audio, fmt: str, cfg: FeatureConfig = DEFAULT):
@@ -143,18 +174,44 @@ def encoder_input(audio, fmt: str, cfg: FeatureConfig = DEFAULT):
     ``foa`` (C = 4): 4 log-mel + 3 intensity-vector channels (F = 7); ``stereo`` / ``mono``
     (C = 2 / 1): one log-mel channel per audio channel.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown input format {fmt!r}; expected one of {sorted(FORMATS)}")
-    audio = jnp.asarray(audio, jnp.float32)
-    if audio.ndim < 2 or audio.shape[-1] != FORMATS[fmt]:
-        raise ValueError(
-            f"{fmt} audio must be [..., time, {FORMATS[fmt]}], got shape {audio.shape}"
-        )
-    spec = jnp.moveaxis(stft(jnp.moveaxis(audio, -1, -2), cfg), -3, -1)  # [..., T, F, C]
-    mels = jnp.moveaxis(log_mel(jnp.moveaxis(spec, -1, -3), cfg), -3, -1)  # [..., T, M, C]
-    if fmt != "foa":
-        return mels
-    return jnp.concatenate([mels, intensity_vectors(spec, cfg)], axis=-1)
+    audio = _check_audio(audio, fmt)
+    return _stacked_features(stft(jnp.moveaxis(audio, -1, -2), cfg), fmt, cfg)
+
+
+_PAIRS = [(i, j) for i in range(4) for j in range(i, 4)]
+_PAIR_INDEX = np.array([[_PAIRS.index((min(i, j), max(i, j))) for j in range(4)]
+                        for i in range(4)])
+
+
+def encoder_input_mixed(audio, mix, fmt: str, cfg: FeatureConfig = DEFAULT, floor=1e-10):
+    """``encoder_input`` of K channel mixes of each ambiX clip, without forming them.
+
+    ``audio [B, time, 4]``, ``mix [B, K, 4, C]`` (``transforms.view_mix``: input channel i to
+    output channel c) -> ``[B, K, frames, mels, F]``, equal (to float rounding) to
+    ``encoder_input(einsum('bti,bkic->bktc', audio, mix), fmt)``.
+
+    The power of a mixed channel is a quadratic form of the clip's cross-spectra, and the
+    mel projection is linear, so one STFT and the 10 mel-projected cross-spectra Re{S_i S_j*}
+    per clip give every view's log-mels with work on mel bands only. The intensity vector
+    of a rotated field is the rotated intensity vector (W and the DCASE energy are
+    rotation-invariant), so for ``foa`` ``mix`` must be a rotation of the field, as the
+    viewpoint mixes are. K views cost about one STFT instead of K.
+    """
+    audio = _check_audio(audio, "foa")
+    if mix.shape[-2] != 4 or mix.shape[-1] != FORMATS[fmt]:
+        raise ValueError(f"{fmt} mix must be [B, K, 4, {FORMATS[fmt]}], got {mix.shape}")
+    mix = jnp.asarray(mix, jnp.float32)
+    spec = stft(jnp.moveaxis(audio, -1, -2), cfg)  # [B, 4, T, F]
+    re, im = jnp.real(spec), jnp.imag(spec)
+    cross = jnp.stack([re[:, i] * re[:, j] + im[:, i] * im[:, j] for i, j in _PAIRS], axis=1)
+    cross = (cross @ mel_filterbank(cfg))[:, _PAIR_INDEX]  # [B, 4, 4, T, M], symmetric
+    power = jnp.einsum("bkic,bijtm,bkjc->bkctm", mix, cross, mix)
+    feats = 10.0 * jnp.log10(jnp.maximum(power, floor))  # [B, K, C, T, M]
+    if fmt == "foa":
+        iv = _intensity_vectors_cf(spec, cfg)  # [B, 3, T, M], (Y, Z, X) as channels 1-3
+        iv = jnp.einsum("bkjc,bjtm->bkctm", mix[..., 1:, 1:], iv)
+        feats = jnp.concatenate([feats, iv], axis=2)
+    return jnp.moveaxis(feats, 2, -1)
 
 
 def num_channels(fmt: str) -> int:

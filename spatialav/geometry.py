@@ -243,11 +243,24 @@ def gnomonic_crop(frame, az, el, fov, size):
     frame = xp.asarray(frame)
     _check_image(frame)
     batch = frame.shape[:-3]
-    rays = _perspective_rays(_size2(size), fov, xp)  # [h, w, 3]
-    R = rotation_matrix(
+    camera = rotation_matrix(
         xp.broadcast_to(_asarray(xp, az), batch), xp.broadcast_to(_asarray(xp, el), batch)
     )
-    world = xp.einsum("...ij,hwj->...hwi", R, rays)
+    return camera_crop(frame, camera, fov, size)
+
+
+def camera_crop(frame, camera, fov, size):
+    """Perspective view of an equirect image ``[*B, H, W, C]`` by a camera ``[*B, 3, 3]``
+    whose columns are its front, left and up axes in the frame's world coordinates.
+
+    ``gnomonic_crop`` is the camera ``rotation_matrix(az, el)``; ``Rᵀ rotation_matrix(az,
+    el)`` crops the frame rotated by R (``rotate_frame``) without resampling it twice.
+    """
+    xp = array_module(frame, camera)
+    frame = xp.asarray(frame)
+    _check_image(frame)
+    rays = _perspective_rays(_size2(size), fov, xp)  # [h, w, 3]
+    world = xp.einsum("...ij,hwj->...hwi", _asarray(xp, camera), rays)
     return sample_equirect(frame, *vector_to_direction(world))
 
 

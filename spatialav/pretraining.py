@@ -30,12 +30,13 @@ from spatialav.models import AVModel
 from spatialav.train import mesh as mesh_lib
 
 
-def view_tokens(model: AVModel, audio, frames):
-    """Encoder tokens of K views: audio ``[B, K, T, C]``, frames ``[B, K, n, h, w, 3]``
-    -> (audio ``[B, K, D]``, video ``[B, K, D]``)."""
+def view_tokens(model: AVModel, audio, mix, frames):
+    """Encoder tokens of K views of each clip: stored audio ``[B, T, 4]`` and its view
+    channel maps ``mix [B, K, 4, C]`` (``pipeline.device_inputs``), crops ``[B, K, n, h, w,
+    3]`` -> (audio ``[B, K, D]``, video ``[B, K, D]``)."""
     cfg = model.config
-    b, k = audio.shape[:2]
-    feats = features.encoder_input(audio, cfg.audio_fmt, cfg.feature_cfg)
+    b, k = mix.shape[:2]
+    feats = features.encoder_input_mixed(audio, mix, cfg.audio_fmt, cfg.feature_cfg)
     a = model.audio(feats.reshape(b * k, *feats.shape[2:]))[0].reshape(b, k, -1)
     v = model.video(frames.reshape(b * k, *frames.shape[2:]))[0].reshape(b, k, -1)
     return a, v
@@ -75,10 +76,11 @@ def make_loss_fn(cfg: Config):
     def loss_fn(model, batch, rng, step):
         x = pipeline.device_inputs(batch, pcfg)
         if task == "avsa-objects":
-            a, v = view_tokens(model, x["object_audio"], x["object_frames"])
+            a, v = view_tokens(model, x["stored_audio"], x["object_mix"], x["object_frames"])
             a, v = project(model, a, v, context=False)
             return objectives.avsa_object_loss(a, v, x["object_valid"], obj.tau)
-        a_tok, v_tok = view_tokens(model, x["view_audio"], x["view_frames"])
+        a_tok, v_tok = view_tokens(model, x["stored_audio"], x["view_mix"],
+                                   x["view_frames"])
         if task == "avc":
             return objectives.avc_loss(*clip_embeddings(*project(model, a_tok, v_tok,
                                                                  context=False)), obj.tau)
@@ -130,8 +132,8 @@ class ValidationHook:
         def embed(state, batch):
             model = nnx.merge(graphdef, state)
             x = pipeline.device_inputs(batch, pcfg)
-            a, v = project(model, *view_tokens(model, x["view_audio"], x["view_frames"]),
-                           context=context)
+            tokens = view_tokens(model, x["stored_audio"], x["view_mix"], x["view_frames"])
+            a, v = project(model, *tokens, context=context)
             return a, v, batch["mask"]
 
         return jax.jit(embed, out_shardings=mesh_lib.replicated(self.mesh))

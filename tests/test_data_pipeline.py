@@ -205,10 +205,30 @@ def test_device_inputs_shapes():
     shapes = {k: (v.shape, v.dtype.name) for k, v in out.items()}
     assert shapes == {
         "audio": ((2, 8000, 2), "float32"), "frames": ((2, 5, *HW, 3), "uint8"),
+        "stored_audio": ((2, 8000, 4), "float32"),
+        "view_mix": ((2, 2, 4, 2), "float32"), "object_mix": ((2, 2, 4, 2), "float32"),
         "view_audio": ((2, 2, 8000, 2), "float32"), "view_frames": ((2, 2, 5, 8, 8, 3), "uint8"),
         "object_audio": ((2, 2, 8000, 2), "float32"),
         "object_frames": ((2, 2, 5, 6, 10, 3), "uint8"), "object_valid": ((2, 2), "bool"),
     }
+
+
+def test_record_cache_gives_the_same_batches_and_reads_each_record_once():
+    reads = []
+
+    class Counting(list):
+        def __getitem__(self, i):
+            reads.append(i)
+            return {**list.__getitem__(self, i), "dry": np.zeros(3)}
+
+    cached = dataclasses.replace(CFG, cache_records=True)
+    want = _batches(iter(_loader()), 6)  # 24 clips: two epochs of the 12
+    got = _batches(iter(pipeline.make_loader(Counting(SOURCE), cached, split="train",
+                                             batch_size=4, seed=7, shard=(0, 1))), 6)
+    _assert_same(got, want)
+    assert sorted(reads) == list(range(N_CLIPS))
+    cache = storage.RecordCache(Counting(SOURCE), drop=pipeline.SEPARATION_FIELDS)
+    assert "dry" not in cache[0] and cache[0] is cache[0] and len(cache) == N_CLIPS
 
 
 def test_reads_a_dataset_directory(tmp_path):

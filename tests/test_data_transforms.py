@@ -285,6 +285,46 @@ def test_viewpoint_views_put_the_viewpoint_in_front_and_at_the_crop_centre():
     assert np.all(err < 1 * DEG)
 
 
+@pytest.mark.parametrize("fmt", ["foa", "stereo", "mono"])
+def test_view_mix_is_the_rotated_turned_formatted_audio(fmt):
+    rng = np.random.default_rng(5)
+    b, k = 3, 4
+    audio = np.round(rng.standard_normal((b, 2400, 4)) * 3000).astype(np.int16)
+    R = np.stack([tf.sample_rotation(rng, "so3") for _ in range(b)])
+    dirs = np.stack([tf.sample_viewpoints(rng, k, 30 * DEG, (-60 * DEG, 60 * DEG))
+                     for _ in range(b)])
+    frames = np.zeros((b, 1, H, W, 3), np.uint8)
+    rotated, _ = tf.rotate_clip(audio, frames, R)
+    want = tf.to_format(tf.viewpoint_views(rotated, frames, dirs, 60 * DEG, 4)[0], fmt,
+                        mono_pattern="cardioid")
+    mix = tf.view_mix(R, dirs, fmt, "cardioid")
+    assert mix.shape == (b, k, 4, amb.FORMATS[fmt])
+    np.testing.assert_allclose(tf.apply_mix(audio, mix), want, atol=1e-6)
+
+
+def test_view_crops_resample_once_and_more_accurately_than_rotate_then_crop():
+    rng = np.random.default_rng(6)
+    b, k, size, fov = 2, 3, 12, 60 * DEG
+    # A smooth image of the direction vector, so the exact crop is known everywhere.
+    f = lambda v: 0.5 + 0.3 * v[..., 0] * v[..., 1] + 0.2 * np.sin(3 * v[..., 2])
+    paz, pel = g.equirect_directions(W, H)
+    img = np.repeat(f(g.direction_to_vector(paz, pel))[..., None], 3, -1).astype(np.float32)
+    frames = np.broadcast_to(img, (b, 1, H, W, 3))
+    R = np.stack([tf.sample_rotation(rng, "so3") for _ in range(b)])
+    dirs = np.stack([tf.sample_viewpoints(rng, k, 30 * DEG, (-60 * DEG, 60 * DEG))
+                     for _ in range(b)])
+    once = np.asarray(tf.view_crops(frames, R, dirs, fov, size))[:, :, 0, ..., 0]
+    twice = np.asarray(tf.viewpoint_views(np.zeros((b, 4, 4)), tf.rotate_clip(
+        np.zeros((b, 4, 4)), frames, R)[1], dirs, fov, size)[1])[:, :, 0, ..., 0]
+    # Exact: the crop of the frame rotated by R at ray r is the frame at Rᵀ r.
+    cams = np.einsum("bji,bkjl->bkil", R, g.rotation_matrix(dirs[..., 0], dirs[..., 1]))
+    rays = g._perspective_rays((size, size), fov, np)
+    exact = f(np.einsum("bkij,hwj->bkhwi", cams, rays / np.linalg.norm(rays, axis=-1,
+                                                                        keepdims=True)))
+    err_once, err_twice = np.abs(once - exact).max(), np.abs(twice - exact).max()
+    assert err_once < 0.02 and err_once < err_twice, (err_once, err_twice)
+
+
 def test_object_beams_pick_out_their_source():
     s1, s2 = _noise(4800, 1), _noise(4800, 2)
     d1, d2 = (30 * DEG, 10 * DEG), (-120 * DEG, -15 * DEG)

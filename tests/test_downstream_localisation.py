@@ -23,11 +23,13 @@ def scene(az, el, h=32, w=64, seconds=0.2, sr=24000):
     return foa[None], np.repeat(frame[None, None], 2, axis=1)
 
 
-def crafted_embed(view_audio, view_frames):
-    """Audio: how much the turned field points to the front (X.W / W.W, ambiX W, Y, Z, X);
-    video: how bright the crop is. Cosine is 1 where both are high, -1 where both are low."""
-    g = jax.numpy.clip(jax.numpy.mean(view_audio[..., 3] * view_audio[..., 0], -1)
-                       / jax.numpy.mean(view_audio[..., 0] ** 2, -1), 0, 1)
+def crafted_embed(feats, view_frames):
+    """Audio: how much the turned field points to the front (the x part of the intensity
+    vectors, feature channels 4-6 = Y, Z, X); video: how bright the crop is. Cosine is 1
+    where both are high, -1 where both are low."""
+    iv = feats[..., 4:7]
+    g = jax.numpy.clip(jax.numpy.mean(iv[..., 2], (-2, -1))
+                       / jax.numpy.mean(jax.numpy.linalg.norm(iv, axis=-1), (-2, -1)), 0, 1)
     b = jax.numpy.mean(view_frames, axis=(1, 2, 3, 4)) / 255.0
     return jax.numpy.stack([g, 1 - g], -1), jax.numpy.stack([b, -(1 - b)], -1)
 

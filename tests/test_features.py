@@ -88,6 +88,29 @@ def test_encoder_input_shapes_under_jit(fmt, channels):
     assert np.all(np.isfinite(out))
 
 
+@pytest.mark.parametrize("fmt", ["foa", "stereo", "mono"])
+def test_encoder_input_mixed_equals_the_features_of_the_mixed_audio(fmt):
+    from spatialav.data import transforms as tf
+
+    rng = np.random.default_rng(8)
+    b, k = 2, 3
+    # Two sources and a little diffuse noise, so the views differ in every channel.
+    foa = np.stack([sum(amb.encode(rng.standard_normal(9600).astype(np.float32) * 0.1,
+                                   rng.uniform(-np.pi, np.pi), rng.uniform(-1, 1))
+                        for _ in range(2)) for _ in range(b)])
+    foa += 0.01 * rng.standard_normal((b, 9600, 4)).astype(np.float32)
+    R = np.stack([tf.sample_rotation(rng, "so3") for _ in range(b)])
+    dirs = np.stack([tf.sample_viewpoints(rng, k, 30 * DEG, (-1.0, 1.0)) for _ in range(b)])
+    mix = tf.view_mix(R, dirs, fmt, "cardioid")
+    want = F.encoder_input(tf.apply_mix(foa, mix), fmt)
+    got = jax.jit(lambda a, m: F.encoder_input_mixed(a, m, fmt))(foa, mix)
+    assert got.shape == want.shape == (b, k, 21, 64, F.num_channels(fmt))
+    np.testing.assert_allclose(got[..., : amb.FORMATS[fmt]], want[..., : amb.FORMATS[fmt]],
+                               atol=2e-3)  # dB
+    np.testing.assert_allclose(got[..., amb.FORMATS[fmt]:], want[..., amb.FORMATS[fmt]:],
+                               atol=1e-4)  # intensity vectors
+
+
 def test_frames_are_centred_on_hops():
     x = np.zeros(24000, np.float32)
     x[480 * 20] = 1.0  # an impulse at frame 20's centre

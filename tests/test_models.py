@@ -227,3 +227,20 @@ def test_front_beam_adds_one_foa_channel_only():
     assert mono.stem.in_features == cfg.feature_cfg.n_mels * 1
     x = jnp.zeros((2, 20, cfg.feature_cfg.n_mels, 7))
     assert foa(x)[0].shape == (2, cfg.embed_dim)
+
+
+def test_bin_mlp_appends_per_bin_channels_before_the_stem():
+    from spatialav.models.audio import BIN_MLP_OUT
+
+    cfg = ModelConfig.tiny(audio_bin_mlp=16)
+    enc = init_model(cfg).audio
+    assert enc.stem.in_features == cfg.feature_cfg.n_mels * (7 + BIN_MLP_OUT)
+    x = jax.random.normal(jax.random.key(0), (2, 20, cfg.feature_cfg.n_mels, 7))
+    assert enc(x)[0].shape == (2, cfg.embed_dim)
+    # Each bin's outputs depend on that bin's channels only, and not linearly.
+    y = enc.bin_mlp(x)
+    bumped = enc.bin_mlp(x.at[0, 3, 5].add(1.0))
+    changed = np.any(np.asarray(bumped != y), axis=-1)
+    assert changed[0, 3, 5] and changed.sum() == 1
+    lin = enc.bin_mlp(2 * x) - 2 * enc.bin_mlp(x) + enc.bin_mlp(jnp.zeros_like(x))
+    assert float(jnp.abs(lin).max()) > 1e-3

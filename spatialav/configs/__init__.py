@@ -92,7 +92,7 @@ def with_format(cfg: Config, fmt: str) -> Config:
 def tiny() -> Config:
     """Tests: a few-thousand-parameter model on the tiny synthetic set, a handful of steps."""
     pipeline = PipelineConfig(crop_s=1.0, num_views=3, view_min_separation=math.pi / 4,
-                              view_size=16, object_size=16, frame_stride=2)
+                              view_size=16, object_size=16, frame_stride=2, cache_records=True)
     return Config(
         data=DataConfig(synthetic_preset="tiny", pipeline=pipeline),
         model=ModelConfig.tiny(),
@@ -118,7 +118,7 @@ def default() -> Config:
     pipeline = PipelineConfig(crop_s=1.0, num_views=3, view_min_separation=math.pi / 3,
                               view_sampling="objects", view_jitter=math.pi / 18,
                               view_fov=math.pi / 3, view_size=32, object_size=32,
-                              frame_stride=5, rotation="yaw")
+                              frame_stride=5, rotation="yaw", cache_records=True)
     model = ModelConfig(audio_width=128, audio_depth=3, audio_blocks=1, visual_width=16,
                         visual_depth=3, embed_dim=128, proj_hidden=256, proj_dim=64,
                         feature_cfg=features.FeatureConfig(n_mels=32),

@@ -184,3 +184,22 @@ def open_split(path: str | os.PathLike, split: str):
         raise ValueError(f"{builder.data_path} has no split {split!r}; "
                          f"it has {sorted(builder.info.splits)}")
     return builder.as_data_source(split=split)
+
+
+class RecordCache:
+    """A random-access source that keeps every record it has read in memory, minus the
+    fields in ``drop``; later reads of a record cost a dict lookup instead of decompressing
+    and parsing it. Records are shared, so readers must not modify them in place."""
+
+    def __init__(self, source, drop=()):
+        self.source, self.drop, self._records = source, frozenset(drop), {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self._records.get(index)
+        if record is None:
+            record = {k: v for k, v in self.source[index].items() if k not in self.drop}
+            self._records[index] = record
+        return record

@@ -9,7 +9,10 @@ and draw small random numbers; the expensive work is left to the accelerator.
 Device side (``jax.numpy``, jit-able, batched over a leading batch dim): int16 / uint8 to
 float, ``rotate_clip`` (one R for the sound field and the equirect frames), ``viewpoint_views``
 (FOA turned toward each viewpoint + gnomonic crops), ``object_views`` (beams toward each
-object + object-centred crops) and ``to_format``. Conventions are DESIGN.md §2: radians,
+object + object-centred crops) and ``to_format``. ``view_mix`` and ``view_crops`` do the
+work of ``rotate_clip`` + ``viewpoint_views`` + ``to_format`` in one step each: the audio
+as a channel map that ``features.encoder_input_mixed`` applies to one STFT per clip, the
+crops sampled once from the stored frames. Conventions are DESIGN.md §2: radians,
 ambiX (W, Y, Z, X), out(u) = in(Rᵀu) for frames, [X, Y, Z] ← R [X, Y, Z] for audio.
 """
 
@@ -321,16 +324,45 @@ def rotate_clip(audio, frames, R):
     return ambisonics.rotate(audio, R), _unstack_frames(rotated, frames.shape[1])
 
 
-def _crops(frames, dirs, fov, size):
-    """Gnomonic crop sequences ``[B, K, n, h, w, 3]`` of ``frames [B, n, H, W, 3]`` toward
-    ``dirs [B, K, 2]`` (vmapped over K so the frames are not copied K times)."""
+def _crops(frames, dirs, fov, size, R=None):
+    """Gnomonic crop sequences ``[B, K, n, h, w, 3]`` toward ``dirs [B, K, 2]`` of
+    ``frames [B, n, H, W, 3]`` rotated by ``R [B, 3, 3]`` (default: not rotated); vmapped
+    over K so the frames are not copied K times."""
     stacked = _stack_frames(frames)
-
-    def one(az, el):  # az, el: [B]
-        return geometry.gnomonic_crop(stacked, az, el, fov, size)
-
-    crops = jax.vmap(one, in_axes=(1, 1), out_axes=1)(dirs[..., 0], dirs[..., 1])
+    camera = geometry.rotation_matrix(dirs[..., 0], dirs[..., 1])  # [B, K, 3, 3]
+    if R is not None:  # the crop of the rotated frame is the crop by the camera Rᵀ C
+        camera = jnp.einsum("bji,bkjl->bkil", jnp.asarray(R, camera.dtype), camera)
+    one = lambda cam: geometry.camera_crop(stacked, cam, fov, size)
+    crops = jax.vmap(one, in_axes=1, out_axes=1)(camera)
     return _unstack_frames(crops, frames.shape[1])
+
+
+def view_crops(frames, R, dirs, fov: float, size):
+    """``viewpoint_views``' crops of the frames rotated by ``R`` (as ``rotate_clip``), taken
+    from the stored ``frames [B, n, H, W, 3]`` with one resampling: ``[B, K, n, h, w, 3]``."""
+    return _crops(jnp.asarray(frames), jnp.asarray(dirs), fov, size, R)
+
+
+def view_mix(R, dirs, fmt: str, mono_pattern: str = "omni"):
+    """Channel maps ``[B, K, 4, C]`` from a stored ambiX clip to the input-format audio of
+    each of its views: the batch rotation ``R [B, 3, 3]``, then the turn that puts view
+    ``dirs [B, K, 2]`` in front, then ``to_format`` looking to the front.
+
+    Row i is the output for a unit signal on input channel i, obtained by passing the
+    identity through the same functions the waveforms go through, so the conventions are
+    theirs by construction. Apply with ``apply_mix`` (waveforms) or
+    ``features.encoder_input_mixed`` (encoder features, one STFT per clip).
+    """
+    dirs = jnp.asarray(dirs, jnp.float32)
+    to_front = jnp.swapaxes(geometry.rotation_matrix(dirs[..., 0], dirs[..., 1]), -1, -2)
+    turn = to_front @ jnp.asarray(R, jnp.float32)[:, None]  # [B, K, 3, 3]
+    eye = jnp.broadcast_to(jnp.eye(4, dtype=jnp.float32), (*turn.shape[:-2], 4, 4))
+    return ambisonics.to_format(ambisonics.rotate(eye, turn), fmt, (0.0, 0.0), mono_pattern)
+
+
+def apply_mix(audio, mix):
+    """``audio [B, T, 4]`` (int16 or float) through ``mix [B, K, 4, C]`` -> ``[B, K, T, C]``."""
+    return jnp.einsum("bti,bkic->bktc", audio_to_float(audio), mix)
 
 
 def viewpoint_views(audio, frames, dirs, fov: float, size):

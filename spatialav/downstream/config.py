@@ -66,7 +66,8 @@ class ProbeConfig:
 
 def tiny() -> ProbeConfig:
     """Tests: the tiny synthetic set and the tiny model, a few steps."""
-    pipeline = PipelineConfig(crop_s=1.0, rotation="none", view_size=16, frame_stride=2)
+    pipeline = PipelineConfig(crop_s=1.0, rotation="none", view_size=16, frame_stride=2,
+                              cache_records=True)
     return ProbeConfig(
         model_preset="tiny",
         data=DataConfig(synthetic_preset="tiny", pipeline=pipeline),
@@ -82,7 +83,7 @@ def default() -> ProbeConfig:
     """CPU: the default synthetic set with the pretraining default's crops (2 s audio, 60 deg
     32-pixel crops, every 5th frame), yaw augmentation, a few hundred steps."""
     pipeline = PipelineConfig(crop_s=2.0, rotation="yaw", view_fov=math.pi / 3, view_size=32,
-                              frame_stride=5)
+                              frame_stride=5, cache_records=True)
     return ProbeConfig(
         data=DataConfig(synthetic_preset="default", pipeline=pipeline),
         optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, weight_decay=1e-4),

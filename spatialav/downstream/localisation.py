@@ -5,7 +5,8 @@ equirect lattice) the map holds the cosine similarity of two embeddings in the p
 contrastive space:
 
 - audio: the clip's FOA turned so that u is in front, then put in the input format
-  (``transforms.viewpoint_views`` + ``to_format``), through the audio encoder and projection;
+  (``transforms.view_mix``; the encoder features of all directions come from one STFT of
+  the clip, ``features.encoder_input_mixed``), through the audio encoder and projection;
 - video: the gnomonic crop sequence toward u (the pretraining crop size and field of view).
 
 Why rotate the FOA rather than compare one clip-level audio embedding with every crop: these
@@ -44,25 +45,30 @@ def direction_grid(n_az: int, n_el: int) -> np.ndarray:
     return np.stack([az, el], axis=-1).astype(np.float32)
 
 
-def similarity_map(embed, audio, frames, dirs, fmt: str, fov: float, size, chunk: int = 16):
+def similarity_map(embed, audio, frames, dirs, fmt: str, fov: float, size, chunk: int = 16,
+                   feature_cfg: features.FeatureConfig = features.DEFAULT):
     """Cosine similarity ``[B, G]`` of audio turned to each direction vs the crop there.
 
-    ``embed(view_audio [N, T, C], view_frames [N, n, h, w, 3]) -> (a [N, P], v [N, P])``;
-    ``audio [B, T, 4]`` FOA (int16 or float), ``frames [B, n, H, W, 3]``, ``dirs [G, 2]``.
-    Directions go through ``chunk`` at a time (``lax.map``): all B x G views at once took
-    13 GB for a 24 x 12 grid at batch 16.
+    ``embed(feats [N, frames, mels, F], view_frames [N, n, h, w, 3]) -> (a [N, P], v [N, P])``
+    takes ``features.encoder_input`` features of the turned audio in ``fmt``; ``audio [B, T,
+    4]`` FOA (int16 or float), ``frames [B, n, H, W, 3]``, ``dirs [G, 2]``. Directions go
+    through ``chunk`` at a time (``lax.map``): all B x G views at once took 13 GB for a 24 x
+    12 grid at batch 16.
     """
     b, g = audio.shape[0], dirs.shape[0]
     chunk = min(chunk, g)
     n = -(-g // chunk)
     dirs = jnp.asarray(dirs)
     padded = jnp.concatenate([dirs, jnp.broadcast_to(dirs[:1], (n * chunk - g, 2))])
+    audio = T.audio_to_float(audio)
+    no_turn = jnp.broadcast_to(jnp.eye(3, dtype=jnp.float32), (b, 3, 3))
 
     def one(chunk_dirs):
         d = jnp.broadcast_to(chunk_dirs, (b, chunk, 2))
-        view_audio, view_frames = T.viewpoint_views(audio, frames, d, fov, size)
-        view_audio = T.to_format(view_audio, fmt)
-        a, v = embed(view_audio.reshape(b * chunk, *view_audio.shape[2:]),
+        feats = features.encoder_input_mixed(audio, T.view_mix(no_turn, d, fmt), fmt,
+                                             feature_cfg)
+        view_frames = T.view_crops(frames, no_turn, d, fov, size)
+        a, v = embed(feats.reshape(b * chunk, *feats.shape[2:]),
                      view_frames.reshape(b * chunk, *view_frames.shape[2:]))
         return jnp.sum(l2_normalize(a) * l2_normalize(v), axis=-1).reshape(b, chunk)
 
@@ -170,11 +176,10 @@ def make_map_fn(encoders, fov: float, size, grid_shape: tuple[int, int]):
     def fn(state, audio, frames):
         audio_enc, video_enc, audio_proj, video_proj = nnx.merge(graphdef, state)
 
-        def embed(view_audio, view_frames):
-            feats = features.encoder_input(view_audio, fmt, fcfg)
+        def embed(feats, view_frames):
             return (audio_proj(audio_enc(feats)[0]), video_proj(video_enc(view_frames)[0]))
 
-        sim = similarity_map(embed, audio, frames, dirs, fmt, fov, size)
+        sim = similarity_map(embed, audio, frames, dirs, fmt, fov, size, feature_cfg=fcfg)
         return sim.reshape(audio.shape[0], n_el, n_az)
 
     return lambda audio, frames: np.asarray(fn(state, audio, frames))

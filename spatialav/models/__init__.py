@@ -74,6 +74,7 @@ class ModelConfig:
     feature_cfg: features.FeatureConfig = features.DEFAULT  # must match the data's features
     audio_relative_levels: bool = False  # foa: Y, Z, X log-mels relative to W (models/audio.py)
     audio_front_beam: bool = False  # foa: add the front cardioid's level (models/audio.py)
+    audio_bin_mlp: int = 0  # hidden width of the per-(frame, mel) MLP (models/audio.py); 0: none
 
     @classmethod
     def tiny(cls, **overrides) -> ModelConfig:
@@ -129,6 +130,7 @@ class AVModel(nnx.Module):
             feature_cfg=config.feature_cfg,
             relative_levels=config.audio_relative_levels,
             front_beam=config.audio_front_beam,
+            bin_mlp=config.audio_bin_mlp,
             dtype=dtype,
             rngs=rngs,
         )

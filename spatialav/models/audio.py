@@ -38,6 +38,12 @@ every AVSA pair asks about; the stereo and mono formats hand the encoder beams d
 network must first learn to form. Adding it keeps FOA a superset of the other formats in the
 same easy form. Measured (default preset, 600 steps, lr 4e-4): binary AVSA probe 0.643 with
 it vs 0.635-0.657 without, so it is off by default; at lr 8e-4 the AVSA loss stalled at chance.
+
+``bin_mlp`` (width h > 0): a two-layer MLP over the C feature channels at each (frame, mel)
+bin, its ``BIN_MLP_OUT`` outputs appended to the channels before the stem. The conv1d stem is
+linear in the features of a frame, so on its own it cannot form per-bin products such as
+"this band's level, where this band's intensity vector points to the front"; the MLP can,
+with direction and level of the same time-frequency bin side by side.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from spatialav.models.layers import ResBlock1D, ResBlock2D, group_norm
 ARCHS = ("resnet2d", "conv1d")
 DB_OFFSET, DB_SCALE = 50.0, 20.0
 REL_DB_SCALE, IV_GAIN = 6.0, 3.0  # relative_levels: dB relative to W / 6, IVs x 3
+BIN_MLP_OUT = 8  # channels the per-bin MLP appends
 PLANE_WAVE_IV = 0.75  # the normalised DCASE IV of a plane wave from u is 0.75 u
 
 
@@ -106,6 +113,7 @@ class AudioEncoder(nnx.Module):
         feature_cfg: features.FeatureConfig = features.DEFAULT,
         relative_levels: bool = False,
         front_beam: bool = False,
+        bin_mlp: int = 0,
         dtype=None,
         rngs: nnx.Rngs,
     ):
@@ -119,6 +127,10 @@ class AudioEncoder(nnx.Module):
         self.in_channels = features.num_channels(fmt)
         self.time_stride = 2 ** (depth - 1)
         c_in = self.in_channels + self.front_beam
+        self.bin_mlp = nnx.data(None if not bin_mlp else nnx.Sequential(
+            nnx.Linear(c_in, bin_mlp, dtype=dtype, rngs=rngs), jax.nn.gelu,
+            nnx.Linear(bin_mlp, BIN_MLP_OUT, dtype=dtype, rngs=rngs)))
+        c_in += BIN_MLP_OUT if bin_mlp else 0
         if arch == "resnet2d":
             self.stem = nnx.Conv(c_in, width, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
             self.stem_norm = group_norm(width, dtype=dtype, rngs=rngs)
@@ -157,6 +169,8 @@ class AudioEncoder(nnx.Module):
         x = scale_inputs(x, self.fmt, self.feature_cfg, self.relative_levels, self.front_beam)
         if self.dtype is not None:
             x = x.astype(self.dtype)
+        if self.bin_mlp is not None:
+            x = jnp.concatenate([x, self.bin_mlp(x)], axis=-1)
         if self.arch == "resnet2d":
             x = jax.nn.gelu(self.stem_norm(self.stem(x)))
             for block in self.stages:
