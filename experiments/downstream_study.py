@@ -98,33 +98,31 @@ def cpu() -> StudyPreset:
     """About one hour on an idle 2-core CPU machine: the full init x format grid for the
     localisation maps; SELD and classification on FOA only.
 
-    Budgeted from CPU seconds measured per run on the shared 2-core machine (load ~12, which
-    inflates them; the compilation cache warm after a configuration's first run): a `default`
-    model pretraining run costs ~35-55 s of start-up, compilation and validation plus ~1 s a
-    step; a localisation run ~30 s plus ~11 ms per (clip, direction); a SELD probe of 120 steps
-    with 48 test clips ~75 s, a classification probe ~60 s. 18 pretraining runs x 100 steps,
-    24 localisation runs (32 clips x 72 directions), 8 SELD and 8 classification runs: ~4900
-    CPU-s, ~63 min at the ~1.3 busy cores JAX keeps on this model
-    (results/pretrain_default.md: 0.73 s a step of wall time, ~0.95 CPU-s).
+    Budget (idle 2-core machine, records cached in memory, one STFT per clip): a `default`
+    model pretraining run costs ~25 s of start-up and compilation, ~30 s for the first pass
+    over the records (decompression-bound, ~4 steps/s) and then ~0.12 s a step; a
+    localisation run ~35 s; a SELD probe of 400 steps ~90 s; a classification probe ~60 s.
+    18 pretraining runs x 400 steps, 24 localisation runs, 8 SELD and 8 classification runs:
+    ~60 min.
     """
     probe = ("train.progress=false", "train.checkpoint_every=100")
     return StudyPreset(
         name="cpu",
         covers="the full 4 inits x 3 formats grid for the localisation maps (32 test clips, "
-               "12 x 6 directions); SELD and classification probes on FOA only (150 steps, 48 "
-               "test clips); 2 seeds; 100 pretraining steps per init, format and seed (the CPU "
-               "`default` model: a short budget, the pretext tasks are still learning); "
-               "separation left out (too slow on CPU; `--heads` adds it)",
-        pretrain_config="default", probe_config="default", pretrain_steps=100, seeds=(0, 1),
+               "12 x 6 directions); SELD (400 steps) and classification (300 steps) probes on "
+               "FOA only, 48 test clips; 2 seeds; 400 pretraining steps per init, format and "
+               "seed (the CPU `default` model at a fifteenth of its 6000-step budget: the "
+               "pretext tasks are still learning); separation left out (`--heads` adds it)",
+        pretrain_config="default", probe_config="default", pretrain_steps=400, seeds=(0, 1),
         heads=(HeadPlan("localise", FORMATS,
                         overrides=(*probe, *MAP_MEMORY, "eval.max_clips=32", "eval.maps=2",
                                    "head.grid_az=12", "head.grid_el=6")),
-               HeadPlan("seld", ("foa",), steps=150, overrides=(*probe, "eval.max_clips=48")),
-               HeadPlan("classify", ("foa",), steps=150,
+               HeadPlan("seld", ("foa",), steps=400, overrides=(*probe, "eval.max_clips=48")),
+               HeadPlan("classify", ("foa",), steps=300,
                         overrides=(*probe, "eval.max_clips=48"))),
         extra_heads=(HeadPlan("separate", ("foa",), steps=300, overrides=SEPARATE),),
         pretrain_overrides=("train.progress=false", "eval.max_clips=64", "eval.every=100000",
-                            "train.checkpoint_every=50"),
+                            "train.checkpoint_every=200"),
     )
 
 

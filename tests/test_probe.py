@@ -46,6 +46,9 @@ def test_classify_and_seld_cli(tiny_root, tmp_path):
     assert result["encoders"]["format"] == "stereo"
     assert {"ER", "F", "LE", "LR", "SELD"} <= set(result["metrics"]["dcase2023"])
     assert {"DE", "RDE"} <= set(result["metrics"]["dcase2024"])
+    adpit = result["metrics"]["adpit"]  # an all-silent output scores 1/3 per active event
+    assert adpit["loss"] >= 0 and 0 < adpit["silent_loss"] < 1 / 3
+    assert adpit["skill"] == pytest.approx(1 - adpit["loss"] / adpit["silent_loss"])
     csvs = sorted((tmp_path / "s" / "predictions" / "test").glob("*.csv"))
     assert len(csvs) == 2
     for path in csvs:  # valid DCASE files (possibly empty after 3 steps)

@@ -207,6 +207,10 @@ def evaluate_seld(cfg, pcfg, model, dataset, n_classes: int, workdir: str) -> di
     Each clip is cut into consecutive windows of the training crop length (the last one
     zero-padded), the windows' outputs are concatenated and cut to the clip's label frames,
     decoded with the baseline thresholds, and counted against the clip's reference rows.
+
+    Also ``adpit``: the test ADPIT loss, that of the all-silent output, and ``skill`` = 1 -
+    their ratio, a threshold-free score that tells heads apart before any output crosses
+    the 0.5 activity threshold (0: no better than predicting silence).
     """
     from spatialav.data import transforms as T
 
@@ -219,6 +223,8 @@ def evaluate_seld(cfg, pcfg, model, dataset, n_classes: int, workdir: str) -> di
     if cfg.eval.write_csv:
         csv_dir.mkdir(parents=True, exist_ok=True)
     bs = cfg.eval.batch_size
+    loss = jax.jit(seld.adpit_loss)
+    adpit, frames = np.zeros(2), 0  # ADPIT of (head, silent output), summed over label frames
     for i in range(min(len(src), cfg.eval.max_clips)):
         rec = src[i]
         sr = int(rec["sample_rate"])
@@ -237,6 +243,11 @@ def evaluate_seld(cfg, pcfg, model, dataset, n_classes: int, workdir: str) -> di
                 if head.distance else None)
         pred = seld.decode(acc, dist, head.threshold, head.unify_deg)
         ref = rec["labels"]
+        target, _, n_events = seld.targets_from_rows(ref, np.ones(len(ref), bool), n_frames,
+                                                     n_classes, head.n_tracks)
+        adpit += n_frames * np.array([float(loss(x[None], target[None], n_events[None]))
+                                      for x in (acc, np.zeros_like(acc))])
+        frames += n_frames
         ev23.update(ref, pred, n_frames=n_frames)
         if ev24 is not None:
             ev24.update(ref, pred, n_frames=n_frames)
@@ -244,7 +255,9 @@ def evaluate_seld(cfg, pcfg, model, dataset, n_classes: int, workdir: str) -> di
             from spatialav.metrics.dcase_io import write_dcase_csv
 
             write_dcase_csv(csv_dir / f"{_clip_name(rec['clip_id'])}.csv", pred)
-    out = {"dcase2023": _scores(ev23.compute())}
+    out = {"dcase2023": _scores(ev23.compute()),
+           "adpit": {"loss": adpit[0] / max(frames, 1), "silent_loss": adpit[1] / max(frames, 1),
+                     "skill": 1.0 - adpit[0] / adpit[1] if adpit[1] else float("nan")}}
     if ev24 is not None:
         out["dcase2024"] = _scores(ev24.compute())
     out["clips"] = min(len(src), cfg.eval.max_clips)
