@@ -174,4 +174,7 @@ def test_a_killed_process_takes_the_job_down_within_the_peer_timeout(data_root, 
     elapsed = time.time() - t0
     assert procs[0].returncode != 0
     assert elapsed < timeout + 30, f"survivor took {elapsed:.0f} s to exit"
-    assert "another task died" in err and "Task 1 heartbeat timeout" in err, err[-3000:]
+    # JAX names the dead peer by a missed heartbeat or, when its connection drops first, as
+    # crashed; which one wins is a race.
+    assert "another task died" in err, err[-3000:]
+    assert "Task 1 heartbeat timeout" in err or "tasks have crashed" in err, err[-3000:]
