@@ -103,7 +103,11 @@ def mel_filterbank(cfg: FeatureConfig = DEFAULT) -> np.ndarray:
 def log_mel(spec, cfg: FeatureConfig = DEFAULT, floor: float = 1e-10):
     """Log-mel power in dB: complex spectrum ``[..., frames, freqs]`` -> ``[..., frames, mels]``."""
     power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
-    return 10.0 * jnp.log10(jnp.maximum(power @ mel_filterbank(cfg), floor))
+    return _db(power @ mel_filterbank(cfg), floor)
+
+
+def _db(power, floor: float):
+    return 10.0 * jnp.log10(jnp.maximum(power, floor))
 
 
 def _active_intensity(spec):
@@ -206,7 +210,7 @@ def encoder_input_mixed(audio, mix, fmt: str, cfg: FeatureConfig = DEFAULT, floo
     cross = jnp.stack([re[:, i] * re[:, j] + im[:, i] * im[:, j] for i, j in _PAIRS], axis=1)
     cross = (cross @ mel_filterbank(cfg))[:, _PAIR_INDEX]  # [B, 4, 4, T, M], symmetric
     power = jnp.einsum("bkic,bijtm,bkjc->bkctm", mix, cross, mix)
-    feats = 10.0 * jnp.log10(jnp.maximum(power, floor))  # [B, K, C, T, M]
+    feats = _db(power, floor)  # [B, K, C, T, M]
     if fmt == "foa":
         iv = _intensity_vectors_cf(spec, cfg)  # [B, 3, T, M], (Y, Z, X) as channels 1-3
         iv = jnp.einsum("bkjc,bjtm->bkctm", mix[..., 1:, 1:], iv)

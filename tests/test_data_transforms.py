@@ -140,7 +140,7 @@ def test_viewpoints_infeasible_request_raises():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    n=st.integers(0, 5),
+    n=st.integers(0, 4),
     k=st.integers(1, 5),
     jitter_deg=st.floats(0.0, 15.0),
     seed=st.integers(0, 2**31),
@@ -148,8 +148,11 @@ def test_viewpoints_infeasible_request_raises():
 def test_object_centred_viewpoints_land_within_the_jitter_of_an_object(n, k, jitter_deg, seed):
     rng = np.random.default_rng(seed)
     sep = 30 * DEG
-    # Objects at least 2 sep + 2 jitter apart, so every one of them can be kept.
-    centres = tf.sample_viewpoints(rng, n, 2 * sep + 2 * jitter_deg * DEG, (-75 * DEG, 75 * DEG))
+    # Objects at least 2 sep + 2 jitter (<= 90 deg) apart, so every one of them can be kept:
+    # a quarter turn apart on the equator (rejection-sampling 5 of them 88 deg apart on the
+    # +-75 deg band could fail, which made the test flaky).
+    az = rng.uniform(-np.pi, np.pi) + np.arange(n) * np.pi / 2
+    centres = np.stack([np.angle(np.exp(1j * az)), np.zeros(n)], -1).astype(np.float32)
     dirs = tf.sample_viewpoints(rng, k, sep, (-45 * DEG, 45 * DEG), centres=centres,
                                 jitter=jitter_deg * DEG)
     assert dirs.shape == (k, 2) and dirs.dtype == np.float32
@@ -259,7 +262,22 @@ def test_rotate_clip_keeps_each_source_at_its_pixel(seed):
     assert np.all(err < 1 * DEG)
 
 
-def test_viewpoint_views_put_the_viewpoint_in_front_and_at_the_crop_centre():
+def _views(audio, frames, dirs, fov, size):
+    """FOA turned to each viewpoint and its crops, by the path device_inputs takes (no R)."""
+    eye = np.broadcast_to(np.eye(3, dtype=np.float32), (len(dirs), 3, 3))
+    return (tf.apply_mix(audio, tf.view_mix(eye, dirs, "foa")),
+            tf.view_crops(frames, eye, dirs, fov, size))
+
+
+def _turned(audio, dirs):
+    """Reference: each clip's FOA rotated by R(dir)ᵀ, one viewpoint at a time."""
+    to_front = np.swapaxes(g.rotation_matrix(dirs[..., 0], dirs[..., 1]), -1, -2)
+    return np.stack([amb.rotate(np.asarray(audio[b], np.float32), to_front[b, k])
+                     for b in range(len(dirs)) for k in range(dirs.shape[1])]).reshape(
+        *dirs.shape[:2], *np.shape(audio)[1:])
+
+
+def test_views_put_the_viewpoint_in_front_and_at_the_crop_centre():
     rng = np.random.default_rng(3)
     b, k, size = 2, 4, 15
     dirs = np.stack([tf.sample_viewpoints(rng, k, 40 * DEG, (-60 * DEG, 60 * DEG))
@@ -268,9 +286,8 @@ def test_viewpoint_views_put_the_viewpoint_in_front_and_at_the_crop_centre():
     src = dirs[:, 1]
     audio = amb.encode(_noise(4800)[None], src[:, 0], src[:, 1])
     frames = np.stack([_blob_frame(*d) for d in src])[:, None].repeat(2, axis=1)  # n = 2
-    view_audio, crops = jax.jit(tf.viewpoint_views, static_argnums=(3, 4))(
-        audio, frames, dirs, 60 * DEG, size
-    )
+    view_audio, crops = jax.jit(_views, static_argnums=(3, 4))(audio, frames, dirs, 60 * DEG,
+                                                                size)
     assert view_audio.shape == (b, k, 4800, 4) and crops.shape == (b, k, 2, size, size, 3)
     doa_az, doa_el = features.intensity_doa(view_audio[:, 1])
     np.testing.assert_allclose(doa_az, 0.0, atol=1 * DEG)
@@ -295,8 +312,7 @@ def test_view_mix_is_the_rotated_turned_formatted_audio(fmt):
                      for _ in range(b)])
     frames = np.zeros((b, 1, H, W, 3), np.uint8)
     rotated, _ = tf.rotate_clip(audio, frames, R)
-    want = tf.to_format(tf.viewpoint_views(rotated, frames, dirs, 60 * DEG, 4)[0], fmt,
-                        mono_pattern="cardioid")
+    want = tf.to_format(_turned(rotated, dirs), fmt, mono_pattern="cardioid")
     mix = tf.view_mix(R, dirs, fmt, "cardioid")
     assert mix.shape == (b, k, 4, amb.FORMATS[fmt])
     np.testing.assert_allclose(tf.apply_mix(audio, mix), want, atol=1e-6)
@@ -314,8 +330,9 @@ def test_view_crops_resample_once_and_more_accurately_than_rotate_then_crop():
     dirs = np.stack([tf.sample_viewpoints(rng, k, 30 * DEG, (-60 * DEG, 60 * DEG))
                      for _ in range(b)])
     once = np.asarray(tf.view_crops(frames, R, dirs, fov, size))[:, :, 0, ..., 0]
-    twice = np.asarray(tf.viewpoint_views(np.zeros((b, 4, 4)), tf.rotate_clip(
-        np.zeros((b, 4, 4)), frames, R)[1], dirs, fov, size)[1])[:, :, 0, ..., 0]
+    eye = np.broadcast_to(np.eye(3, dtype=np.float32), (b, 3, 3))
+    rotated = tf.rotate_clip(np.zeros((b, 4, 4)), frames, R)[1]
+    twice = np.asarray(tf.view_crops(rotated, eye, dirs, fov, size))[:, :, 0, ..., 0]
     # Exact: the crop of the frame rotated by R at ray r is the frame at Rᵀ r.
     cams = np.einsum("bji,bkjl->bkil", R, g.rotation_matrix(dirs[..., 0], dirs[..., 1]))
     rays = g._perspective_rays((size, size), fov, np)
@@ -354,8 +371,8 @@ def test_frames_of_a_clip_keep_their_order():
     audio = np.zeros((1, 10, 4), np.int16)
     _, same = jax.jit(tf.rotate_clip)(audio, frames, np.eye(3)[None])
     np.testing.assert_array_equal(same, frames)
-    views = jax.jit(tf.viewpoint_views, static_argnums=(3, 4))
-    _, crops = views(audio, frames, np.zeros((1, 2, 2)), 60 * DEG, (4, 6))
+    _, crops = jax.jit(_views, static_argnums=(3, 4))(audio, frames, np.zeros((1, 2, 2)),
+                                                      60 * DEG, (4, 6))
     assert crops.shape == (1, 2, 3, 4, 6, 3)
     np.testing.assert_array_equal(crops[0, :, :, 0, 0, 0], [[0, 50, 100]] * 2)
 

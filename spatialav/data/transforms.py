@@ -7,13 +7,14 @@ directions from boxes or detections. These move int16 audio and compressed frame
 and draw small random numbers; the expensive work is left to the accelerator.
 
 Device side (``jax.numpy``, jit-able, batched over a leading batch dim): int16 / uint8 to
-float, ``rotate_clip`` (one R for the sound field and the equirect frames), ``viewpoint_views``
-(FOA turned toward each viewpoint + gnomonic crops), ``object_views`` (beams toward each
-object + object-centred crops) and ``to_format``. ``view_mix`` and ``view_crops`` do the
-work of ``rotate_clip`` + ``viewpoint_views`` + ``to_format`` in one step each: the audio
-as a channel map that ``features.encoder_input_mixed`` applies to one STFT per clip, the
-crops sampled once from the stored frames. Conventions are DESIGN.md §2: radians,
-ambiX (W, Y, Z, X), out(u) = in(Rᵀu) for frames, [X, Y, Z] ← R [X, Y, Z] for audio.
+float, ``rotate_clip`` (one R for the sound field and the equirect frames), ``view_mix`` (the
+channel map from the stored clip to each viewpoint's audio: R, the turn that puts the
+viewpoint in front, ``to_format``; applied to waveforms by ``apply_mix`` and to one STFT
+per clip by ``features.encoder_input_mixed``), ``view_crops`` (the viewpoint's gnomonic crop
+sequence of the R-rotated frames, sampled once from the stored ones), ``object_views``
+(beams toward each object + object-centred crops) and ``to_format``. Conventions are
+DESIGN.md §2: radians, ambiX (W, Y, Z, X), out(u) = in(Rᵀu) for frames, [X, Y, Z] ← R [X, Y,
+Z] for audio.
 """
 
 from __future__ import annotations
@@ -338,8 +339,10 @@ def _crops(frames, dirs, fov, size, R=None):
 
 
 def view_crops(frames, R, dirs, fov: float, size):
-    """``viewpoint_views``' crops of the frames rotated by ``R`` (as ``rotate_clip``), taken
-    from the stored ``frames [B, n, H, W, 3]`` with one resampling: ``[B, K, n, h, w, 3]``."""
+    """Gnomonic crop sequences ``[B, K, n, h, w, 3]`` toward ``dirs [B, K, 2]`` (horizontal
+    field of view ``fov`` radians, ``size`` int or (h, w)) of the frames rotated by ``R`` (as
+    ``rotate_clip``), taken from the stored ``frames [B, n, H, W, 3]`` with one resampling.
+    The crop's centre is the viewpoint, its left the viewer's left."""
     return _crops(jnp.asarray(frames), jnp.asarray(dirs), fov, size, R)
 
 
@@ -365,21 +368,6 @@ def apply_mix(audio, mix):
     return jnp.einsum("bti,bkic->bktc", audio_to_float(audio), mix)
 
 
-def viewpoint_views(audio, frames, dirs, fov: float, size):
-    """Per-viewpoint inputs: FOA turned so each viewpoint is in front, and its crop sequence.
-
-    ``audio [B, T, 4]``, ``frames [B, n, H, W, 3]``, ``dirs [B, K, 2]`` (az, el). Returns
-    audio ``[B, K, T, 4]`` float32 (rotated by R(dir)ᵀ: the viewpoint's content moves to the
-    front, the crop's left to +y and its up to +z) and crops ``[B, K, n, h, w, 3]`` (frames'
-    dtype), horizontal field of view ``fov`` radians, ``size`` int or (h, w).
-    """
-    audio, frames, dirs = audio_to_float(audio), jnp.asarray(frames), jnp.asarray(dirs)
-    to_front = jnp.swapaxes(geometry.rotation_matrix(dirs[..., 0], dirs[..., 1]), -1, -2)
-    k = dirs.shape[1]
-    tiled = jnp.broadcast_to(audio[:, None], (audio.shape[0], k, *audio.shape[1:]))
-    return ambisonics.rotate(tiled, to_front), _crops(frames, dirs, fov, size)
-
-
 def object_views(audio, frames, dirs, valid, pattern, fov: float, size):
     """Per-object inputs: a first-order beam toward each object and an object-centred crop.
 
@@ -399,7 +387,7 @@ def object_views(audio, frames, dirs, valid, pattern, fov: float, size):
 def to_format(audio, fmt: str, look=(0.0, 0.0), mono_pattern="omni"):
     """Input-format variant (``foa`` / ``stereo`` / ``mono``) of int16 or float FOA ``[..., T, 4]``.
 
-    ``look`` is the listening direction (the front after ``viewpoint_views``); see
+    ``look`` is the listening direction (the front after the ``view_mix`` turn); see
     ``ambisonics.to_format``.
     """
     return ambisonics.to_format(audio_to_float(audio), fmt, look, mono_pattern)

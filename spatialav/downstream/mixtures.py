@@ -21,7 +21,7 @@ activity, object crops), pair sampling, activity-aware time crops on the video g
 mixing at a sampled target-to-interferer ratio. Each example is a pure function of (seed,
 stream position), so the grain datasets here are deterministic and their iterators resume
 exactly from a checkpoint. With ``foa`` input and a visual query the mixture's sound field is
-turned so that the crop's look direction is in front (as ``transforms.viewpoint_views`` turns
+turned so that the crop's look direction is in front (as ``transforms.view_mix`` turns
 views): the object's position, known from where its crop was taken, becomes a spatial cue.
 """
 
