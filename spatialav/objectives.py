@@ -107,6 +107,30 @@ def avsa_viewpoint_loss(audio, video, tau: float = 0.07):
     return loss, {"loss": loss, "acc_hard": acc_hard, "acc": acc}
 
 
+def avsa_pair_loss(audio, video, tau: float = 0.1, bias: float = 0.0):
+    """Sigmoid (SigLIP-style) loss over the AVSA-viewpoint pairs: ``audio``, ``video``
+    ``[B, K, D]``.
+
+    Each (audio view, video view) pair is classified on its own as aligned or not from
+    ``cos / tau + bias``: positives (b, k, b, k); hard negatives (b, k, b, j != k); easy
+    negatives (b, k, c != b, k). The loss is the sum of the mean binary cross-entropy of the
+    three groups, so each group weighs the same whatever B and K. InfoNCE only ranks the
+    candidates of each anchor; this term also puts aligned and misaligned pairs of different
+    clips on either side of one threshold, which is what a binary alignment probe reads.
+    """
+    a, v = l2_normalize(audio), l2_normalize(video)
+    b, k = a.shape[:2]
+    hard = jnp.einsum("bkd,bjd->bkj", a, v) / tau + bias
+    easy = jnp.einsum("bkd,ckd->bkc", a, v) / tau + bias
+    not_k = jnp.broadcast_to(~jnp.eye(k, dtype=bool), hard.shape)
+    not_b = jnp.broadcast_to(~jnp.eye(b, dtype=bool)[:, None, :], easy.shape)
+    pos = jnp.diagonal(hard, axis1=1, axis2=2)
+    loss = (jnp.mean(jax.nn.softplus(-pos)) + _weighted_mean(jax.nn.softplus(hard), not_k)
+            + _weighted_mean(jax.nn.softplus(easy), not_b))
+    acc = 0.5 * (jnp.mean(pos > 0) + _weighted_mean((hard < 0).astype(jnp.float32), not_k))
+    return loss, {"pair_loss": loss, "pair_acc_hard": acc}
+
+
 def avsa_object_loss(audio, video, valid, tau: float = 0.07):
     """AVSA over detected objects: beams ``audio [B, M, D]`` vs crops ``video [B, M, D]``.
 

@@ -9,7 +9,9 @@ ground-truth objects; in ``mono`` the object audio is a beam toward it).
   symmetric InfoNCE over the global batch (other clips are the negatives).
 - ``avsa``: AVSA-viewpoints; each view's tokens pass the context transformer over the K
   views of the clip; negatives are the clip's other views (hard) and the same slot of other
-  clips (easy). ``objective.avc_steps`` / ``ramp_steps`` give the AVC -> AVSA curriculum.
+  clips (easy). ``objective.avc_steps`` / ``ramp_steps`` give the AVC -> AVSA curriculum;
+  ``objective.pair_weight`` adds the sigmoid loss on the same pairs
+  (``objectives.avsa_pair_loss``).
 - ``avsa-objects``: object audio vs object crop; negatives are all other valid objects.
 """
 
@@ -85,17 +87,22 @@ def make_loss_fn(cfg: Config):
             return objectives.avc_loss(*clip_embeddings(*project(model, a_tok, v_tok,
                                                                  context=False)), obj.tau)
         a, v = project(model, a_tok, v_tok, context=True)
-        loss, metrics = objectives.avsa_viewpoint_loss(a, v, obj.tau)
+        avsa, metrics = objectives.avsa_viewpoint_loss(a, v, obj.tau)
+        loss = avsa
         if obj.variance_weight:
-            var = variance_penalty(a) + variance_penalty(v)
-            metrics = {**metrics, "avsa_loss": loss, "variance": var}
-            loss = loss + obj.variance_weight * var
+            metrics["variance"] = variance_penalty(a) + variance_penalty(v)
+            loss = loss + obj.variance_weight * metrics["variance"]
+        if obj.pair_weight:
+            pair, pair_metrics = objectives.avsa_pair_loss(a, v, obj.pair_tau, obj.pair_bias)
+            metrics.update(pair_metrics)
+            loss = loss + obj.pair_weight * pair
         if curriculum:
             w_avc, w_avsa = objectives.curriculum(step, obj.avc_steps, obj.ramp_steps)
             avc, _ = objectives.avc_loss(
                 *clip_embeddings(*project(model, a_tok, v_tok, context=False)), obj.tau)
-            metrics = {**metrics, "avsa_loss": loss, "avc_loss": avc, "w_avsa": w_avsa}
+            metrics.update(avc_loss=avc, w_avsa=w_avsa)
             loss = w_avc * avc + w_avsa * loss
+        metrics["avsa_loss"] = avsa  # the trainer logs the total as "loss"
         return loss, metrics
 
     return loss_fn
@@ -109,7 +116,8 @@ class ValidationHook:
     training). *Binary AVSA probe* (is the audio rotated with respect to the video?): pairs
     (crop k, audio turned to view k) are aligned, (crop k, audio turned to view k + 1, at
     least the viewpoint separation away) are not; a logistic regression on the elementwise
-    product of the two embeddings is fit on half of the clips and scored on the other half.
+    product of the two embeddings is fit on half of the clips (its L2 penalty chosen by
+    cross-validation within that half) and scored on the other half.
     ``avsa_pairwise`` is the probe without training: how often the aligned audio is the more
     similar of the two.
     """

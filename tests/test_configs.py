@@ -48,3 +48,24 @@ def test_overrides_parse_by_field_type():
 def test_bad_overrides_are_named(item, message):
     with pytest.raises(ValueError, match=message):
         apply_overrides(Outer(), [item])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "default", "gpu", "pod"])
+def test_a_config_survives_its_json_form(preset):
+    import json
+
+    from spatialav import configs
+
+    cfg = configs.get_config(preset, task="avsa-objects", fmt="stereo")
+    back = configs.config_from_dict(json.loads(json.dumps(configs.to_dict(cfg))))
+    assert back == cfg
+    hash(back.data.pipeline)  # tuples again, not lists: device_inputs jits on it
+
+
+def test_a_config_from_other_code_names_the_unknown_field():
+    from spatialav import configs
+
+    d = configs.to_dict(configs.get_config("tiny"))
+    d["optim"]["momentum_schedule"] = 3
+    with pytest.raises(ValueError, match=r"run.json: OptimConfig has no fields \['momentum_sch"):
+        configs.config_from_dict(d, source="run.json")

@@ -15,8 +15,9 @@ from spatialav import objectives as obj
 
 TAU = 0.1
 # Jitted once per shape: one compile instead of dozens of op-by-op dispatches (2-core CI).
-info_nce, avc_loss, viewpoint_loss, object_loss = map(
-    jax.jit, (obj.info_nce, obj.avc_loss, obj.avsa_viewpoint_loss, obj.avsa_object_loss)
+info_nce, avc_loss, viewpoint_loss, object_loss, pair_loss = map(
+    jax.jit, (obj.info_nce, obj.avc_loss, obj.avsa_viewpoint_loss, obj.avsa_object_loss,
+              obj.avsa_pair_loss)
 )
 
 
@@ -119,6 +120,40 @@ def test_avsa_viewpoint_loss_matches_loop_reference():
     np.testing.assert_allclose(metrics["acc_hard"], ref_hard, atol=1e-6)
     np.testing.assert_allclose(metrics["acc"], ref_all, atol=1e-6)
     assert 0 < metrics["acc"] < 1  # the accuracies are exercised, not trivially 0 or 1
+
+
+def ref_pair_loss(a, v, bias):
+    """The sigmoid AVSA pair loss, one (audio view, video view) pair at a time."""
+    a, v = _unit(a), _unit(v)
+    b, k = a.shape[:2]
+    softplus = lambda z: np.log1p(np.exp(z))
+    groups = {"pos": [], "hard": [], "easy": []}
+    for i in range(b):
+        for j in range(b):
+            for m in range(k):
+                for n in range(k):
+                    z = float(a[i, m] @ v[j, n]) / TAU + bias
+                    if i == j and m == n:
+                        groups["pos"].append((softplus(-z), z > 0))
+                    elif i == j:
+                        groups["hard"].append((softplus(z), z < 0))
+                    elif m == n:
+                        groups["easy"].append((softplus(z), z < 0))
+                    # (other clip, other slot): not a candidate of either AVSA anchor
+    loss = sum(np.mean([x[0] for x in g]) for g in groups.values())
+    acc = 0.5 * (np.mean([x[1] for x in groups["pos"]]) + np.mean([x[1] for x in groups["hard"]]))
+    return loss, acc
+
+
+@pytest.mark.parametrize("bias", [0.0, -2.0])
+def test_avsa_pair_loss_matches_loop_reference(bias):
+    a, v = _rand(14, 4, 3, 8), _rand(15, 4, 3, 8)
+    v += 0.8 * a
+    loss, metrics = pair_loss(a, v, TAU, bias)
+    ref_loss, ref_acc = ref_pair_loss(a, v, bias)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(metrics["pair_acc_hard"], ref_acc, atol=1e-6)
+    assert 0 < metrics["pair_acc_hard"] < 1
 
 
 @pytest.mark.parametrize("case", ["mixed", "empty_clip", "all_invalid"])

@@ -11,7 +11,7 @@ import dataclasses
 import math
 
 from spatialav import features
-from spatialav.configs.overrides import apply_overrides
+from spatialav.configs.overrides import apply_overrides, from_dict
 from spatialav.data.pipeline import PipelineConfig
 from spatialav.models import ModelConfig
 from spatialav.train import OptimConfig, TrainConfig
@@ -35,6 +35,11 @@ class ObjectiveConfig:
     avc_steps: int = 0  # AVC -> AVSA curriculum: AVC alone for this many steps (avsa tasks)
     ramp_steps: int = 0  # then move linearly to AVSA over this many steps
     variance_weight: float = 0.0  # anti-collapse term (pretraining.variance_penalty), avsa
+    # avsa: + pair_weight x the sigmoid loss on the same pairs (objectives.avsa_pair_loss),
+    # whose logits are cos / pair_tau + pair_bias.
+    pair_weight: float = 0.0
+    pair_tau: float = 0.1
+    pair_bias: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,5 +193,11 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_from_dict(d: dict, source: str = "<dict>") -> Config:
+    """A ``Config`` from ``to_dict`` / its JSON (a run's ``config.json`` holds one)."""
+    return from_dict(Config, d, source)
+
+
 __all__ = ["Config", "DataConfig", "EvalConfig", "ObjectiveConfig", "PRESETS", "TASKS",
-           "apply_overrides", "get_config", "to_dict", "with_format", "with_task"]
+           "apply_overrides", "config_from_dict", "get_config", "to_dict", "with_format",
+           "with_task"]

@@ -64,3 +64,25 @@ def _set(obj, path, value, key):
             raise ValueError(f"--set {key}: {path[0]!r} is a group; set one of its fields")
         new = _parse(value, _field_type(type(obj), path[0]), key)
     return dataclasses.replace(obj, **{path[0]: new})
+
+
+def from_dict(cls, d: dict, source: str = "<dict>"):
+    """A config dataclass ``cls`` from its ``dataclasses.asdict`` / JSON form (nested groups
+    rebuilt, JSON lists back to tuples); a ValueError names unknown fields."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: expected a dict for {cls.__name__}, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{source}: {cls.__name__} has no fields {unknown} (this code's "
+                         f"fields: {sorted(fields)}); it was written by other code")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in d.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            value = from_dict(typ, value, source)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from spatialav import features
+from spatialav.configs.overrides import from_dict
 from spatialav.models import AudioEncoder, AVModel, ModelConfig, init_model
 from spatialav.models.heads import ProjectionHead
 from spatialav.models.visual import VisualEncoder
@@ -233,28 +234,9 @@ def load_params(model: nnx.Module, params, *, source: str) -> None:
 # --- configs ----------------------------------------------------------------------------------
 
 
-def _from_dict(cls, d: dict, source: str):
-    if not isinstance(d, dict):
-        raise ValueError(f"{source}: expected a dict for {cls.__name__}, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"{source}: {cls.__name__} has no fields {unknown} (this code's "
-                         f"fields: {sorted(fields)}); the checkpoint is from other code")
-    kwargs = {}
-    for name, value in d.items():
-        default = getattr(cls(), name) if name != "feature_cfg" else None
-        if name == "feature_cfg":
-            value = _from_dict(features.FeatureConfig, value, source)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
 def model_config_from_dict(d: dict, source: str = "<dict>") -> ModelConfig:
     """A ``ModelConfig`` from its ``dataclasses.asdict`` / JSON form (as saved in a checkpoint)."""
-    return _from_dict(ModelConfig, d, source)
+    return from_dict(ModelConfig, d, source)
 
 
 def config_differences(want: ModelConfig, got: ModelConfig, prefix: str = "model") -> list[str]:

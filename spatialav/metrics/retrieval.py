@@ -43,14 +43,55 @@ def fit_logistic(x, y, l2: float = 1e-2, iters: int = 25):
     return w[:-1], w[-1]
 
 
-def binary_probe(x, y, groups, l2: float = 1e-2) -> float:
-    """Held-out accuracy of a logistic probe: fit on the first half of the groups, test on
-    the rest (groups, e.g. clip ids, keep all samples of a clip on one side)."""
-    groups = np.asarray(groups)
+L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def _split_by_group(groups, n_parts: int):
+    """Part index of each sample: the sorted unique groups cut into ``n_parts`` runs."""
     ids = np.unique(groups)
-    train = np.isin(groups, ids[: len(ids) // 2])
-    if train.all() or not train.any():
+    part_of = np.minimum(np.arange(len(ids)) * n_parts // len(ids), n_parts - 1)
+    return part_of[np.searchsorted(ids, groups)]
+
+
+def _accuracy(x, y, w, b) -> float:
+    return float(np.mean(((x @ w + b) > 0) == y.astype(bool)))
+
+
+def choose_l2(x, y, groups, grid=L2_GRID, folds: int = 5) -> float:
+    """The L2 penalty of ``grid`` with the best grouped ``folds``-fold cross-validated
+    accuracy (ties: the larger penalty; fewer folds if there are fewer groups)."""
+    x, y = np.asarray(x), np.asarray(y)
+    folds = min(folds, len(np.unique(groups)))
+    if folds < 2:
+        return grid[0]
+    part = _split_by_group(np.asarray(groups), folds)
+    scores = []
+    for l2 in grid:
+        acc = [_accuracy(x[part == f], y[part == f], *fit_logistic(x[part != f],
+                                                                   y[part != f], l2))
+               for f in range(folds)]
+        scores.append(np.mean(acc))
+    return grid[int(np.argmax(scores))]  # argmax keeps the first (largest) of equal scores
+
+
+def binary_probe(x, y, groups, l2: float | None = None) -> float:
+    """Held-out accuracy of a logistic probe, two-fold over groups (e.g. clip ids, so all
+    samples of a clip stay on one side): fit on the first half of the groups and score the
+    second, then the other way round; the mean of the two.
+
+    ``l2=None`` picks each fit's penalty from ``L2_GRID`` by grouped 5-fold cross-validation
+    within its training half (the half it is scored on is never seen before), as a linear
+    probe should: the best penalty depends on the embeddings' scale and dimension.
+    """
+    groups = np.asarray(groups)
+    x, y = np.asarray(x), np.asarray(y)
+    ids = np.unique(groups)
+    if len(ids) < 2:
         raise ValueError(f"binary_probe needs at least 2 groups, got {len(ids)}")
-    w, b = fit_logistic(np.asarray(x)[train], np.asarray(y)[train], l2)
-    pred = (np.asarray(x)[~train] @ w + b) > 0
-    return float(np.mean(pred == np.asarray(y)[~train].astype(bool)))
+    first = np.isin(groups, ids[: len(ids) // 2])
+    scores = []
+    for train in (first, ~first):
+        penalty = choose_l2(x[train], y[train], groups[train]) if l2 is None else l2
+        w, b = fit_logistic(x[train], y[train], penalty)
+        scores.append(_accuracy(x[~train], y[~train], w, b))
+    return float(np.mean(scores))
