@@ -111,8 +111,8 @@ def cpu() -> StudyPreset:
         covers="the full 4 inits x 3 formats grid for the localisation maps (32 test clips, "
                "12 x 6 directions); SELD (400 steps) and classification (300 steps) probes on "
                "FOA only, 48 test clips; 2 seeds; 400 pretraining steps per init, format and "
-               "seed (the CPU `default` model at a fifteenth of its 6000-step budget: the "
-               "pretext tasks are still learning); separation left out (`--heads` adds it)",
+               "seed (the CPU `default` model at 400 of its 7500 steps: the pretext tasks "
+               "are still learning); separation left out (`--heads` adds it)",
         pretrain_config="default", probe_config="default", pretrain_steps=400, seeds=(0, 1),
         heads=(HeadPlan("localise", FORMATS,
                         overrides=(*probe, *MAP_MEMORY, "eval.max_clips=32", "eval.maps=2",
@@ -121,8 +121,11 @@ def cpu() -> StudyPreset:
                HeadPlan("classify", ("foa",), steps=300,
                         overrides=(*probe, "eval.max_clips=48"))),
         extra_heads=(HeadPlan("separate", ("foa",), steps=300, overrides=SEPARATE),),
+        # AVSA with InfoNCE alone, like AVC and AVSA-objects: the inits then differ in their
+        # pretext task, not in the form of the loss (the default preset adds a sigmoid term
+        # for its binary alignment probe).
         pretrain_overrides=("train.progress=false", "eval.max_clips=64", "eval.every=100000",
-                            "train.checkpoint_every=200"),
+                            "train.checkpoint_every=200", "objective.pair_weight=0"),
     )
 
 

@@ -28,10 +28,15 @@ def _args(root, workdir, *extra):
     return [*TINY, "--workdir", str(workdir), "--set", f"data.root={root}", *extra]
 
 
+# avsa with every optional term of its loss (the default preset's objective)
+AVSA_TERMS = ["--set", "objective.variance_weight=1", "--set", "objective.pair_weight=1"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["avc", "avsa", "avsa-objects"])
 def test_each_task_trains_and_reports(task, data_root, tmp_path, capsys):
-    assert pretrain.main(["--task", task, *_args(data_root, tmp_path)]) == 0
+    extra = AVSA_TERMS if task == "avsa" else []
+    assert pretrain.main(["--task", task, *_args(data_root, tmp_path, *extra)]) == 0
     out = capsys.readouterr().out
     assert "checkpoints:" in out and "validation:" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -39,8 +44,10 @@ def test_each_task_trains_and_reports(task, data_root, tmp_path, capsys):
     assert {"avsa_probe", "avsa_pairwise", "avc_retrieval"} <= set(summary["eval"])
     lines = (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
     assert any("eval/avsa_probe" in line for line in lines)
+    if task == "avsa":
+        assert {"avsa_loss", "variance", "pair_loss", "pair_acc_hard"} <= set(summary["final"])
     # Rerunning a finished run resumes at its end and trains no more.
-    assert pretrain.main(["--task", task, *_args(data_root, tmp_path)]) == 0
+    assert pretrain.main(["--task", task, *_args(data_root, tmp_path, *extra)]) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["step"] == 6
 
 
