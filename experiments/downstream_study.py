@@ -111,7 +111,7 @@ def cpu() -> StudyPreset:
         covers="the full 4 inits x 3 formats grid for the localisation maps (32 test clips, "
                "12 x 6 directions); SELD (400 steps) and classification (300 steps) probes on "
                "FOA only, 48 test clips; 2 seeds; 400 pretraining steps per init, format and "
-               "seed (the CPU `default` model at 400 of its 7500 steps: the pretext tasks "
+               "seed (the CPU `default` model at 400 of its 6000 steps: the pretext tasks "
                "are still learning); separation left out (`--heads` adds it)",
         pretrain_config="default", probe_config="default", pretrain_steps=400, seeds=(0, 1),
         heads=(HeadPlan("localise", FORMATS,

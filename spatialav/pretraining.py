@@ -116,8 +116,9 @@ class ValidationHook:
     training). *Binary AVSA probe* (is the audio rotated with respect to the video?): pairs
     (crop k, audio turned to view k) are aligned, (crop k, audio turned to view k + 1, at
     least the viewpoint separation away) are not; a logistic regression on the elementwise
-    product of the two embeddings is fit on half of the clips (its L2 penalty chosen by
-    cross-validation within that half) and scored on the other half.
+    product of the two embeddings is fit on one half of the clips (its L2 penalty chosen by
+    cross-validation within that half) and scored on the other, both ways round
+    (``metrics.retrieval.binary_probe``).
     ``avsa_pairwise`` is the probe without training: how often the aligned audio is the more
     similar of the two.
     """

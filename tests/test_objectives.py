@@ -250,6 +250,7 @@ _SHARDED = textwrap.dedent(
         "info_nce": jax.jit(obj.info_nce)(data["a"], data["v"], 0.1, data["mask"]),
         "avc": jax.jit(obj.avc_loss)(data["a"], data["v"], 0.1)[0],
         "viewpoint": jax.jit(obj.avsa_viewpoint_loss)(data["va"], data["vv"], 0.1)[0],
+        "pair": jax.jit(obj.avsa_pair_loss)(data["va"], data["vv"], 0.1, -1.0)[0],
         "objects": jax.jit(obj.avsa_object_loss)(data["oa"], data["ov"], data["valid"], 0.1)[0],
     }
     print(json.dumps({k: float(v) for k, v in out.items()}))
@@ -286,6 +287,7 @@ def test_global_batch_loss_is_the_same_on_1_and_8_devices(tmp_path):
         "info_nce": info_nce(data["a"], data["v"], 0.1, data["mask"]),
         "avc": avc_loss(data["a"], data["v"], 0.1)[0],
         "viewpoint": viewpoint_loss(data["va"], data["vv"], 0.1)[0],
+        "pair": pair_loss(data["va"], data["vv"], 0.1, -1.0)[0],
         "objects": object_loss(data["oa"], data["ov"], data["valid"], 0.1)[0],
     }
     for name, value in single.items():

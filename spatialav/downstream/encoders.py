@@ -228,7 +228,7 @@ def load_params(model: nnx.Module, params, *, source: str) -> None:
         raise ValueError(f"checkpoint {source} does not fit its model config: "
                          + "; ".join(problems[:12]))
     for name, var in mine.items():
-        var.value = jnp.asarray(saved[name], dtype=var.dtype)
+        var.set_value(jnp.asarray(saved[name], dtype=var.dtype))
 
 
 # --- configs ----------------------------------------------------------------------------------
