@@ -30,7 +30,7 @@ import numpy as np
 
 def view_activity(loader, max_clips: int, radius_deg: float) -> np.ndarray:
     """``[N, K]`` bool: a labelled source sounds within ``radius_deg`` of view k of clip n, in
-    the loader's order (the hook's order: same loader config, same seed)."""
+    the loader's order (pass the validation hook's own loader: the same clips and views)."""
     from spatialav import geometry
 
     out, n = [], 0
@@ -143,7 +143,6 @@ def main(argv=None):
     from flax import nnx
 
     from spatialav import configs, pretraining
-    from spatialav.data import pipeline
     from spatialav.downstream.encoders import load_params, read_checkpoint
     from spatialav.models import AVModel
     from spatialav.pretrain import resolve_dataset
@@ -158,9 +157,7 @@ def main(argv=None):
     ds = resolve_dataset(cfg)
     hook = pretraining.ValidationHook(cfg, ds, mesh_lib.make_mesh())
     a, v = hook.embeddings(model)
-    loader = pipeline.make_loader(ds, hook.pcfg, split="validation",
-                                  batch_size=cfg.eval.batch_size, seed=1234, train=False)
-    active = view_activity(loader, len(a), args.radius)
+    active = view_activity(hook.loader, len(a), args.radius)
     res = analyse(a, v, active, l2s=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5))
     res.update(checkpoint=os.path.abspath(args.workdir), step=step)
     text = report(res, "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]))
