@@ -51,31 +51,16 @@ def view_activity(loader, max_clips: int, radius_deg: float) -> np.ndarray:
     return np.stack(out[:max_clips])
 
 
-def probe_predictions(x, y, groups, l2: float | None):
-    """Held-out predictions of ``metrics.retrieval.binary_probe`` for every pair (its two
-    folds: each half predicted by the probe fit on the other)."""
-    from spatialav.metrics.retrieval import choose_l2, fit_logistic
-
-    ids = np.unique(groups)
-    first = np.isin(groups, ids[: len(ids) // 2])
-    pred = np.zeros(len(y), bool)
-    for train in (first, ~first):
-        penalty = choose_l2(x[train], y[train], groups[train]) if l2 is None else l2
-        w, b = fit_logistic(x[train], y[train], penalty)
-        pred[~train] = (x[~train] @ w + b) > 0
-    return pred
-
-
 def analyse(a, v, active, l2s) -> dict:
-    n, k = a.shape[:2]
-    wrong = np.roll(a, -1, axis=1)
-    x = np.concatenate([(a * v).reshape(n * k, -1), (wrong * v).reshape(n * k, -1)])
-    y = np.concatenate([np.ones(n * k), np.zeros(n * k)]).astype(bool)
-    groups = np.tile(np.repeat(np.arange(n), k), 2)
+    from spatialav.metrics.retrieval import probe_predictions
+    from spatialav.pretraining import probe_pairs
+
+    x, y, groups, wrong = probe_pairs(a, v)
+    y = y.astype(bool)
     crop_active = np.tile(active.reshape(-1), 2)
     audio_active = np.concatenate([active.reshape(-1), np.roll(active, -1, axis=1).reshape(-1)])
-    by_l2 = {l2: float(np.mean(probe_predictions(x, y, groups, l2) == y)) for l2 in l2s}
-    correct = probe_predictions(x, y, groups, None) == y
+    by_l2 = {l2: float(np.mean(probe_predictions(x, y, groups, l2)[0] == y)) for l2 in l2s}
+    correct = probe_predictions(x, y, groups)[0] == y
     rows = []
     for aligned in (True, False):
         for ca in (True, False):
@@ -92,7 +77,7 @@ def analyse(a, v, active, l2s) -> dict:
     # An absolute classifier can at best get the larger class of the blind pairs right.
     blind_best = max(np.sum(blind & y), np.sum(blind & ~y))
     return {
-        "clips": n, "views": k, "pairs": len(y),
+        "clips": len(a), "views": a.shape[1], "pairs": len(y),
         "probe": float(correct.mean()),
         "pairwise": float(np.mean(np.sum(a * v, -1) > np.sum(wrong * v, -1))),
         "decidable_pairs": int(decidable.sum()),

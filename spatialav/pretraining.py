@@ -93,7 +93,7 @@ def make_loss_fn(cfg: Config):
             metrics["variance"] = variance_penalty(a) + variance_penalty(v)
             loss = loss + obj.variance_weight * metrics["variance"]
         if obj.pair_weight:
-            pair, pair_metrics = objectives.avsa_pair_loss(a, v, obj.pair_tau, obj.pair_bias)
+            pair, pair_metrics = objectives.avsa_pair_loss(a, v, obj.tau)
             metrics.update(pair_metrics)
             loss = loss + obj.pair_weight * pair
         if curriculum:
@@ -172,13 +172,21 @@ class ValidationHook:
                                      "avc_chance": 1.0 / len(a)}
 
 
-def avsa_metrics(a, v) -> dict[str, float]:
-    """Binary AVSA probe and pairwise accuracy from per-view embeddings ``[N, K, P]``."""
+def probe_pairs(a, v):
+    """The binary probe's samples from per-view embeddings ``[N, K, P]``: features ``x [2NK,
+    P]`` (aligned pairs (crop k, audio k) first, then misaligned (crop k, audio k + 1)),
+    labels ``y`` (1 aligned) and clip ids ``groups``; also the misaligned audio ``[N, K, P]``."""
     n, k = a.shape[:2]
     wrong = np.roll(a, -1, axis=1)  # audio of the next viewpoint: turned away from the crop
     x = np.concatenate([(a * v).reshape(n * k, -1), (wrong * v).reshape(n * k, -1)])
     y = np.concatenate([np.ones(n * k), np.zeros(n * k)])
     groups = np.tile(np.repeat(np.arange(n), k), 2)
+    return x, y, groups, wrong
+
+
+def avsa_metrics(a, v) -> dict[str, float]:
+    """Binary AVSA probe and pairwise accuracy from per-view embeddings ``[N, K, P]``."""
+    x, y, groups, wrong = probe_pairs(a, v)
     pairwise = np.mean(np.sum(a * v, -1) > np.sum(wrong * v, -1))
     return {"avsa_probe": binary_probe(x, y, groups), "avsa_pairwise": float(pairwise)}
 

@@ -35,11 +35,9 @@ class ObjectiveConfig:
     avc_steps: int = 0  # AVC -> AVSA curriculum: AVC alone for this many steps (avsa tasks)
     ramp_steps: int = 0  # then move linearly to AVSA over this many steps
     variance_weight: float = 0.0  # anti-collapse term (pretraining.variance_penalty), avsa
-    # avsa: + pair_weight x the sigmoid loss on the same pairs (objectives.avsa_pair_loss),
-    # whose logits are cos / pair_tau + pair_bias.
+    # avsa: + pair_weight x the sigmoid loss on the same pairs (objectives.avsa_pair_loss,
+    # logits cos / tau)
     pair_weight: float = 0.0
-    pair_tau: float = 0.1
-    pair_bias: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

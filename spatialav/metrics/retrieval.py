@@ -53,7 +53,7 @@ def _split_by_group(groups, n_parts: int):
     return part_of[np.searchsorted(ids, groups)]
 
 
-def _accuracy(x, y, w, b) -> float:
+def _accuracy(x, y, w, b) -> float:  # of the fitted probe (w, b) on (x, y)
     return float(np.mean(((x @ w + b) > 0) == y.astype(bool)))
 
 
@@ -74,14 +74,14 @@ def choose_l2(x, y, groups, grid=L2_GRID, folds: int = 5) -> float:
     return grid[int(np.argmax(scores))]  # argmax keeps the first (largest) of equal scores
 
 
-def binary_probe(x, y, groups, l2: float | None = None) -> float:
-    """Held-out accuracy of a logistic probe, two-fold over groups (e.g. clip ids, so all
-    samples of a clip stay on one side): fit on the first half of the groups and score the
-    second, then the other way round; the mean of the two.
+def probe_predictions(x, y, groups, l2: float | None = None):
+    """Held-out predictions ``[N]`` bool of the two-fold grouped logistic probe, and the
+    first fold's mask: each half of the groups (e.g. clip ids, so all samples of a clip stay
+    on one side) is predicted by a probe fit on the other half.
 
     ``l2=None`` picks each fit's penalty from ``L2_GRID`` by grouped 5-fold cross-validation
-    within its training half (the half it is scored on is never seen before), as a linear
-    probe should: the best penalty depends on the embeddings' scale and dimension.
+    within its training half (the half it predicts is never seen before), as a linear probe
+    should: the best penalty depends on the embeddings' scale and dimension.
     """
     groups = np.asarray(groups)
     x, y = np.asarray(x), np.asarray(y)
@@ -89,9 +89,17 @@ def binary_probe(x, y, groups, l2: float | None = None) -> float:
     if len(ids) < 2:
         raise ValueError(f"binary_probe needs at least 2 groups, got {len(ids)}")
     first = np.isin(groups, ids[: len(ids) // 2])
-    scores = []
+    pred = np.zeros(len(y), bool)
     for train in (first, ~first):
         penalty = choose_l2(x[train], y[train], groups[train]) if l2 is None else l2
         w, b = fit_logistic(x[train], y[train], penalty)
-        scores.append(_accuracy(x[~train], y[~train], w, b))
-    return float(np.mean(scores))
+        pred[~train] = (x[~train] @ w + b) > 0
+    return pred, first
+
+
+def binary_probe(x, y, groups, l2: float | None = None) -> float:
+    """Held-out accuracy of the two-fold logistic probe (``probe_predictions``): the mean of
+    the accuracies on the two halves."""
+    pred, first = probe_predictions(x, y, groups, l2)
+    correct = pred == np.asarray(y).astype(bool)
+    return float(np.mean([correct[first].mean(), correct[~first].mean()]))
