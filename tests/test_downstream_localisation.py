@@ -75,3 +75,57 @@ def test_upsample_wraps_the_seam():
     # symmetric about the cell centre (pixel 1.5), and the right edge blends into column 0
     assert up[0, 0] == pytest.approx(up[0, 3]) == pytest.approx(0.625)
     assert up[0, -1] == pytest.approx(0.375) and up[0, 8] == 0.0
+
+
+def test_weighted_auc_matches_sklearn_sample_weights():
+    rng = np.random.default_rng(1)
+    x, y = np.round(rng.random(60), 1), rng.random(60) < 0.4
+    w = rng.random(60)
+    ref = roc_auc_score(y, x, sample_weight=w)
+    assert L.roc_auc(x, w * y, w * ~y) == pytest.approx(ref)
+
+
+def _scene_sources(rng, n):
+    """Per clip 1-2 source directions, mostly within +-45 deg of the horizon (as synthesised)."""
+    out = []
+    for _ in range(n):
+        k = rng.integers(1, 3)
+        out.append(np.stack([rng.uniform(-np.pi, np.pi, k),
+                             np.clip(rng.normal(0, 0.35, k), -1.3, 1.3)], -1))
+    return out
+
+
+def test_shuffled_auc_is_one_half_for_maps_blind_to_the_sources_and_high_when_they_follow():
+    """A map that does not depend on where the clip's sound is scores 0.5 (random noise, or a
+    fixed prior over directions such as 'floor and ceiling are high'), whereas the plain AUC of
+    the prior map is far from 0.5; a map that peaks on the clip's sources scores near 1."""
+    rng = np.random.default_rng(0)
+    grid = L.direction_grid(24, 12)
+    sources = _scene_sources(rng, 300)
+    near = np.stack([L.near_sources(grid, s, 30.0)[1] for s in sources])
+    prior = np.abs(grid[..., 1])  # high at the poles, whatever the clip
+    ang = [L.near_sources(grid, s, 30.0)[0] for s in sources]
+    cases = {
+        "noise": rng.normal(size=(300, *grid.shape[:2])),
+        "prior": np.broadcast_to(prior, (300, *grid.shape[:2])) + 1e-3 * rng.normal(
+            size=(300, *grid.shape[:2])),
+        "follows": np.stack([-a for a in ang]) + rng.normal(0, 5.0, (300, *grid.shape[:2])),
+    }
+    sauc = {k: float(np.mean(L.shuffled_aucs(m, near, grid))) for k, m in cases.items()}
+    assert abs(sauc["noise"] - 0.5) < 0.02 and abs(sauc["prior"] - 0.5) < 0.03
+    assert sauc["follows"] > 0.9
+    plain_prior = np.mean([L.map_scores(m, grid, s)["auc"]
+                           for m, s in zip(cases["prior"], sources, strict=True)])
+    assert plain_prior < 0.35  # the prior map is punished by the plain AUC, not by sauc
+
+
+def test_solid_angle_weighting_makes_a_random_map_score_one_half_on_uniform_sources():
+    """Sources uniform on the sphere and noise maps: weighted AUC ~0.5. (Unweighted, cells
+    near the poles count as much as the equator's; weighting must not bias it either.)"""
+    rng = np.random.default_rng(2)
+    grid = L.direction_grid(24, 12)
+    v = rng.normal(size=(400, 3))
+    az, el = np.arctan2(v[:, 1], v[:, 0]), np.arcsin(v[:, 2] / np.linalg.norm(v, axis=1))
+    aucs = [L.map_scores(rng.normal(size=grid.shape[:2]), grid, [[a, e]])["auc"]
+            for a, e in zip(az, el, strict=True)]
+    assert abs(np.mean(aucs) - 0.5) < 0.02

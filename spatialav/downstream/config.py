@@ -2,9 +2,11 @@
 ``gpu``; ``--set key=value`` overrides as for pretraining (``head.distance=true``,
 ``train.steps=200``, ``eval.write_csv=true``).
 
-The encoders' architecture is not part of a probe config: it comes from the checkpoint, or,
-for ``init='random'``, from the pretraining preset named by ``model_preset`` (by default the
-probe preset's namesake), so a random baseline has exactly the pretrained model's shape.
+The encoders' architecture comes from the checkpoint, or, for ``init='random'``, from the
+pretraining preset named by ``model_preset`` (by default the probe preset's namesake), so a
+random baseline has exactly the pretrained model's shape. ``get_config`` copies that model into
+``ProbeConfig.model`` for a random init, where ``--set model.<field>=v`` can change it (e.g. the
+supervised SELD reference: ``model.audio_arch=crnn``); a checkpoint's model cannot be changed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 from spatialav.configs import DataConfig
 from spatialav.configs.overrides import apply_overrides
 from spatialav.data.pipeline import PipelineConfig
+from spatialav.models import ModelConfig
 from spatialav.train import OptimConfig, TrainConfig
 
 HEADS = ("classify", "seld", "localise", "separate")
@@ -51,6 +54,7 @@ class ProbeConfig:
     fmt: str | None = None  # audio input format; None: the checkpoint's (random: foa)
     finetune: bool = False  # train the encoders too (default: frozen)
     model_preset: str = "default"  # pretraining preset whose model a random init uses
+    model: ModelConfig | None = None  # random init: the model (get_config fills it in)
     data: DataConfig = DataConfig()
     head: HeadConfig = HeadConfig()
     optim: OptimConfig = OptimConfig()
@@ -116,4 +120,14 @@ def get_config(preset: str = "default", *, task: str = "classify", init: str = "
         raise ValueError(f"unknown probe preset {preset!r}; expected one of {list(PRESETS)}")
     cfg = dataclasses.replace(PRESETS[preset](), task=task, init=init, fmt=fmt,
                               finetune=finetune)
-    return apply_overrides(cfg, list(overrides))
+    overrides = list(overrides)
+    # model_preset first: the model it names is the one the model.* overrides then change
+    cfg = apply_overrides(cfg, [o for o in overrides if o.startswith("model_preset=")])
+    if init == "random":
+        from spatialav import configs
+
+        cfg = dataclasses.replace(cfg, model=configs.PRESETS[cfg.model_preset]().model)
+    elif any(o.startswith("model.") for o in overrides):
+        raise ValueError(f"--set model.*: the model of {init} comes from its checkpoint; "
+                         "model fields can be set only with --init random")
+    return apply_overrides(cfg, [o for o in overrides if not o.startswith("model_preset=")])

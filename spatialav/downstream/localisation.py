@@ -19,10 +19,23 @@ clip-audio-vs-crops variant. The projection heads are used without the AVSA cont
 transformers: those mix a set of K views, and the grid is not such a set.
 
 Scores against the crop's DCASE label directions: ``peak_error_deg`` (angle from the map's
-peak to the nearest labelled source), ``hit`` (that angle <= ``hit_deg``) and ``auc`` (ROC AUC
-of the map's cells for "within ``hit_deg`` of a source"; NaN when every or no cell is). Maps
-are written as heat-map overlays on the crop's middle frame (PNG, PIL), sources as circles and
-the peak as a cross.
+peak to the nearest labelled source), ``hit`` (that angle <= ``hit_deg``), ``auc`` and
+``sauc``. Both AUCs ask whether the map is higher on the cells within ``hit_deg`` of a source
+than elsewhere, with every cell weighted by its solid angle (cos elevation): unweighted, the
+equirect grid counts the rows near the poles as often as the equator, though they cover a
+fraction of the sphere, and floors and ceilings dominate. ``auc`` takes every other cell of
+the same map as a negative. It still rewards a map that is merely high where sources usually
+are (the synthetic sources lie within +-45 deg of the horizon) and punishes one that is high
+on floor and ceiling crops whatever the sound; a random encoder's map is such a map (uniform
+crops of floor or ceiling embed alike). ``sauc`` (shuffled AUC, as saliency benchmarks score
+against centre bias: Zhang et al. 2008) takes as negatives the cells near the sources of the
+*other* evaluation clips: positives and negatives then come from the same distribution of
+directions, so any map that does not depend on where this clip's sound is -- random, or a
+fixed prior over directions -- scores 0.5 in expectation, and only a map that follows the
+clip's own sources scores above it. ``sauc`` is the headline figure.
+
+Maps are written as heat-map overlays on the crop's middle frame (PNG, PIL), sources as
+circles and the peak as a cross.
 """
 
 from __future__ import annotations
@@ -76,29 +89,62 @@ def similarity_map(embed, audio, frames, dirs, fmt: str, fov: float, size, chunk
     return jnp.moveaxis(sims, 0, 1).reshape(b, n * chunk)[:, :g]
 
 
-def roc_auc(scores, positive) -> float:
-    """ROC AUC (Mann-Whitney, ties count one half); NaN without both classes."""
-    scores, positive = np.asarray(scores, np.float64).ravel(), np.asarray(positive, bool).ravel()
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
+def roc_auc(scores, pos_weight, neg_weight=None) -> float:
+    """Weighted ROC AUC (Mann-Whitney, ties count one half): the probability that a positive
+    scores above a negative, each drawn with its weight. ``pos_weight``: bool mask or
+    non-negative weights; ``neg_weight`` defaults to the complement of a mask. NaN without
+    weight on both sides."""
+    scores = np.asarray(scores, np.float64).ravel()
+    wp = np.asarray(pos_weight, np.float64).ravel()
+    wn = (1.0 - (wp > 0) if neg_weight is None else np.asarray(neg_weight, np.float64).ravel())
+    if wp.sum() <= 0 or wn.sum() <= 0:
         return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
+    diff = scores[:, None] - scores[None, :]
+    win = (diff > 0) + 0.5 * (diff == 0)
+    return float(wp @ win @ wn / (wp.sum() * wn.sum()))
+
+
+def cell_weights(grid) -> np.ndarray:
+    """Solid angle of each cell of an equirect ``grid [n_el, n_az, 2]`` (cos elevation of its
+    centre), normalised to sum to 1."""
+    w = np.cos(np.asarray(grid[..., 1], np.float64))
+    return w / w.sum()
+
+
+def near_sources(grid, sources, hit_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """(angle in degrees from each cell to the nearest source ``[n_el, n_az]``, the cells
+    within ``hit_deg`` of one)."""
+    sources = np.asarray(sources, np.float64).reshape(-1, 2)
+    ang = np.degrees(geometry.angular_distance(
+        grid[..., 0, None].astype(np.float64), grid[..., 1, None].astype(np.float64),
+        sources[:, 0], sources[:, 1])).min(-1)
+    return ang, ang <= hit_deg
 
 
 def map_scores(sim, grid, sources, hit_deg: float = 30.0) -> dict[str, float]:
     """Scores of one map ``sim [n_el, n_az]`` on ``grid [n_el, n_az, 2]`` against source
-    directions ``sources [S, 2]`` (radians). Empty ``sources``: all NaN."""
-    sources = np.asarray(sources, np.float64).reshape(-1, 2)
-    if not len(sources):
+    directions ``sources [S, 2]`` (radians): peak error, hit and the solid-angle weighted
+    ``auc`` (``sauc`` needs the other clips: ``shuffled_aucs``). Empty ``sources``: NaN."""
+    if not len(np.asarray(sources).reshape(-1, 2)):
         return {"peak_error_deg": float("nan"), "hit": float("nan"), "auc": float("nan")}
-    ang = np.degrees(geometry.angular_distance(
-        grid[..., 0, None].astype(np.float64), grid[..., 1, None].astype(np.float64),
-        sources[:, 0], sources[:, 1])).min(-1)  # [n_el, n_az]: angle to the nearest source
+    ang, near = near_sources(grid, sources, hit_deg)
+    w = cell_weights(grid)
     peak = np.unravel_index(np.argmax(sim), sim.shape)
     err = float(ang[peak])
     return {"peak_error_deg": err, "hit": float(err <= hit_deg),
-            "auc": roc_auc(sim, ang <= hit_deg)}
+            "auc": roc_auc(sim, w * near, w * ~near)}
+
+
+def shuffled_aucs(maps, near, grid) -> np.ndarray:
+    """Shuffled AUC of each map (see the module docstring): ``maps [N, n_el, n_az]``, ``near
+    [N, n_el, n_az]`` bool (cells near each clip's own sources). Positives: map i's cells near
+    its sources; negatives: its cells near the other clips' sources (each cell weighted by how
+    many of them have a source there) and not near its own; both times the solid angle."""
+    maps, near = np.asarray(maps), np.asarray(near, np.float64)
+    w = cell_weights(grid)
+    others = (near.sum(0, keepdims=True) - near) / max(len(near) - 1, 1)
+    return np.array([roc_auc(m, w * p, w * o * (1 - p))
+                     for m, p, o in zip(maps, near, others, strict=True)])
 
 
 def label_directions(labels, label_mask) -> np.ndarray:

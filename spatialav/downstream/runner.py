@@ -92,11 +92,11 @@ def _size(s):
 
 
 def encoders_for(cfg: ProbeConfig) -> Encoders:
-    """The encoders a probe config asks for: its checkpoint, or random with the model of the
-    pretraining preset ``cfg.model_preset``."""
+    """The encoders a probe config asks for: its checkpoint, or random with ``cfg.model`` (by
+    default the model of the pretraining preset ``cfg.model_preset``)."""
     model_cfg = None
     if cfg.init == "random":
-        model_cfg = configs.PRESETS[cfg.model_preset]().model
+        model_cfg = cfg.model or configs.PRESETS[cfg.model_preset]().model
     return load_encoders(cfg.init, model_config=model_cfg, fmt=cfg.fmt, finetune=cfg.finetune,
                          seed=cfg.train.seed)
 
@@ -271,15 +271,16 @@ def _scores(s: dict) -> dict:
 
 
 def evaluate_localisation(cfg, pcfg, enc: Encoders, dataset, workdir: str) -> dict:
-    """Map scores averaged over the evaluation crops that have a labelled source; the first
-    ``eval.maps`` maps are written as PNG overlays under ``workdir/maps``."""
+    """Map scores averaged over the evaluation crops that have a labelled source (``sauc``
+    against the other such crops); the first ``eval.maps`` maps are written as PNG overlays
+    under ``workdir/maps``."""
     head = cfg.head
     map_fn = localisation.make_map_fn(enc, pcfg.view_fov, pcfg.view_size,
                                       (head.grid_az, head.grid_el))
     grid = localisation.direction_grid(head.grid_az, head.grid_el)
-    scores, written, seen = [], [], 0
+    scores, maps, near, written, seen = [], [], [], [], 0
     for batch in _eval_loader(cfg, pcfg, dataset):
-        maps = map_fn(batch["audio"], batch["frames"])
+        batch_maps = map_fn(batch["audio"], batch["frames"])
         for b in np.flatnonzero(batch["mask"]):
             seen += 1
             if seen > cfg.eval.max_clips:
@@ -287,17 +288,22 @@ def evaluate_localisation(cfg, pcfg, enc: Encoders, dataset, workdir: str) -> di
             sources = localisation.label_directions(batch["labels"][b], batch["label_mask"][b])
             if not len(sources):
                 continue
-            scores.append(localisation.map_scores(maps[b], grid, sources, head.hit_deg))
+            scores.append(localisation.map_scores(batch_maps[b], grid, sources, head.hit_deg))
+            maps.append(batch_maps[b])
+            near.append(localisation.near_sources(grid, sources, head.hit_deg)[1])
             if len(written) < cfg.eval.maps:
                 frames = batch["frames"][b]
                 name = f"{cfg.eval.split}_{int(batch['index'][b]):06d}.png"
                 written.append(str(localisation.overlay_png(
-                    Path(workdir, "maps", name), frames[len(frames) // 2], maps[b], sources)))
+                    Path(workdir, "maps", name), frames[len(frames) // 2], batch_maps[b],
+                    sources)))
         if seen >= cfg.eval.max_clips:
             break
     keys = ("peak_error_deg", "hit", "auc")
     out = {k: float(np.nanmean([s[k] for s in scores])) if scores else float("nan")
            for k in keys}
+    out["sauc"] = (float(np.nanmean(localisation.shuffled_aucs(maps, near, grid)))
+                   if len(maps) > 1 else float("nan"))
     out["chance_hit"] = _chance_hit(head.hit_deg)
     out.update(clips=len(scores), maps=written)
     return out

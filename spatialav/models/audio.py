@@ -9,8 +9,16 @@ for foa, 3 mel-projected intensity-vector (IV) channels. Two architectures:
   each conv is a matmul with a wide contraction, far faster on CPU (DESIGN.md section 5).
   Every stage after the first halves time; the width stays constant.
 
-Both return ``(pooled [B, D], sequence [B, T', D])``; the sequence keeps a time axis for SELD
-and separation heads, ``T' = ceil(frames / time_stride)`` with ``time_stride = 2**(depth-1)``.
+- ``crnn``: the DCASE SELD baseline's shape (Adavanne et al. 2018; Shimada et al. 2022): three
+  3x3 conv blocks over (time, mel) with max-pooling, time pooled once by ``CRNN_TIME_POOL`` (5:
+  100 ms steps at the 20 ms hop, the DCASE label resolution) and mel down to 1-2 bands, then
+  ``depth`` bidirectional GRU layers of ``width`` units per direction. The recurrence gives
+  every step the context of the whole crop (onsets, offsets, which source is which), which
+  the convolutional encoders only get through their receptive field.
+
+All return ``(pooled [B, D], sequence [B, T', D])``; the sequence keeps a time axis for SELD
+and separation heads, ``T' = ceil(frames / time_stride)`` with ``time_stride = 2**(depth-1)``
+(``CRNN_TIME_POOL`` for ``crnn``).
 
 Input scaling without dataset statistics: log-mel dB goes through the fixed affine
 ``(dB + 50) / 20`` (typical recordings sit in -90..+10 dB, the -100 dB silence floor lands at
@@ -58,7 +66,10 @@ from flax import nnx
 from spatialav import features
 from spatialav.models.layers import ResBlock1D, ResBlock2D, group_norm
 
-ARCHS = ("resnet2d", "conv1d")
+ARCHS = ("resnet2d", "conv1d", "crnn")
+CRNN_TIME_POOL = 5  # crnn: one time pooling, 5 x 20 ms = the 100 ms DCASE label frame
+CRNN_MEL_POOLS = (4, 4, 2)  # crnn: mel pooling per conv block (64 mels -> 2, 32 -> 1)
+CRNN_FILTERS = 64  # crnn: conv filters (the DCASE baseline's)
 DB_OFFSET, DB_SCALE = 50.0, 20.0
 REL_DB_SCALE, IV_GAIN = 6.0, 3.0  # relative_levels: dB relative to W / 6, IVs x 3
 BIN_MLP_OUT = 8  # channels the per-bin MLP appends
@@ -125,13 +136,30 @@ class AudioEncoder(nnx.Module):
         self.relative_levels = relative_levels
         self.front_beam = front_beam and fmt == "foa"
         self.in_channels = features.num_channels(fmt)
-        self.time_stride = 2 ** (depth - 1)
+        self.time_stride = CRNN_TIME_POOL if arch == "crnn" else 2 ** (depth - 1)
         c_in = self.in_channels + self.front_beam
         self.bin_mlp = nnx.data(None if not bin_mlp else nnx.Sequential(
             nnx.Linear(c_in, bin_mlp, dtype=dtype, rngs=rngs), jax.nn.gelu,
             nnx.Linear(bin_mlp, BIN_MLP_OUT, dtype=dtype, rngs=rngs)))
         c_in += BIN_MLP_OUT if bin_mlp else 0
-        if arch == "resnet2d":
+        if arch == "crnn":
+            stages, c, mels = [], c_in, feature_cfg.n_mels
+            for pool in CRNN_MEL_POOLS:
+                stages.append(nnx.Conv(c, CRNN_FILTERS, (3, 3), use_bias=False, dtype=dtype,
+                                       rngs=rngs))
+                stages.append(group_norm(CRNN_FILTERS, dtype=dtype, rngs=rngs))
+                c, mels = CRNN_FILTERS, max(1, mels // pool)
+            self.stem, self.stem_norm = None, None
+            self.rnn = nnx.List([
+                nnx.Bidirectional(
+                    nnx.RNN(nnx.GRUCell(c * mels if i == 0 else 2 * width, width, dtype=dtype,
+                                        rngs=rngs), rngs=False),
+                    nnx.RNN(nnx.GRUCell(c * mels if i == 0 else 2 * width, width, dtype=dtype,
+                                        rngs=rngs), rngs=False),
+                    rngs=False)
+                for i in range(depth)])
+            c = 2 * width
+        elif arch == "resnet2d":
             self.stem = nnx.Conv(c_in, width, (3, 3), use_bias=False, dtype=dtype, rngs=rngs)
             self.stem_norm = group_norm(width, dtype=dtype, rngs=rngs)
             stages, c = [], width
@@ -171,7 +199,9 @@ class AudioEncoder(nnx.Module):
             x = x.astype(self.dtype)
         if self.bin_mlp is not None:
             x = jnp.concatenate([x, self.bin_mlp(x)], axis=-1)
-        if self.arch == "resnet2d":
+        if self.arch == "crnn":
+            x = self._crnn(x)
+        elif self.arch == "resnet2d":
             x = jax.nn.gelu(self.stem_norm(self.stem(x)))
             for block in self.stages:
                 x = block(x)
@@ -183,3 +213,19 @@ class AudioEncoder(nnx.Module):
                 x = layer(x)
         seq = self.out(self.out_norm(x))
         return jnp.mean(seq, axis=-2), seq
+
+    def _crnn(self, x):
+        """``[B, frames, mels, C]`` -> ``[B, ceil(frames / 5), 2 * width]``."""
+        pad = -x.shape[-3] % CRNN_TIME_POOL  # whole 100 ms steps (edge-padded)
+        if pad:
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(0, pad), (0, 0), (0, 0)], mode="edge")
+        for i, pool in enumerate(CRNN_MEL_POOLS):
+            conv, norm = self.stages[2 * i], self.stages[2 * i + 1]
+            x = jax.nn.gelu(norm(conv(x)))
+            t = CRNN_TIME_POOL if i == 0 else 1
+            x = nnx.max_pool(x, (t, min(pool, x.shape[-2])), (t, min(pool, x.shape[-2])))
+        x = x.reshape(*x.shape[:-2], -1)  # [B, T', mels' * filters]
+        for rnn in self.rnn:
+            h0 = jnp.zeros((*x.shape[:-2], rnn.forward_rnn.cell.hidden_features), x.dtype)
+            x = rnn(x, initial_carry=(h0, h0))
+        return x
