@@ -132,3 +132,49 @@ def test_tiny_training_run_reduces_loss(tiny_dataset, tmp_path):
     after = jax.tree.leaves(nnx.state(trainer.model().audio))
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_activity_term_is_the_bce_of_any_event_per_frame_and_class():
+    """The auxiliary loss adds weight x BCE(logit, k > 0) over (batch, frame, class), computed
+    here by hand, and the ADPIT term becomes the naive loop's mean over the active cells."""
+    from spatialav.downstream.encoders import load_encoders
+    from spatialav.models import ModelConfig
+
+    enc = load_encoders("random", model_config=ModelConfig.tiny())
+    model = seld.SELDProbe(enc, 4, hidden=8, activity=True, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(1)
+    n_events = rng.integers(0, 3, (2, 10, 4)).astype(np.int32)
+    batch = {"audio": rng.integers(-3000, 3000, (2, 24000, 4)).astype(np.int16),
+             "rotation": np.broadcast_to(np.eye(3, dtype=np.float32), (2, 3, 3)),
+             "accdoa": rng.standard_normal((2, 10, 3, 4, 3)).astype(np.float32),
+             "n_events": n_events, "distance": np.zeros((2, 10, 3, 4), np.float32)}
+    loss, m = seld.make_loss_fn(activity_weight=0.5)(model, batch, None, 0)
+    h = model.hidden(seld.format_audio(batch, model.fmt))
+    z = np.asarray(model.head.activity(h), np.float64)
+    y = (n_events > 0).astype(np.float64)
+    p = 1 / (1 + np.exp(-z))
+    bce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert float(m["activity_bce"]) == pytest.approx(bce, rel=1e-4)
+    acc = np.asarray(model.head.outputs(h)[0], np.float64)
+    active = n_events > 0
+    only = np.where(active[:, :, None, :, None], acc, 0.0)  # silent cells' error: 0
+    doa = naive_adpit(only, batch["accdoa"] * active[:, :, None, :, None], n_events)
+    doa *= n_events.size / active.sum()
+    assert float(m["adpit"]) == pytest.approx(doa, rel=1e-4)
+    assert float(loss) == pytest.approx(doa + 0.5 * bce, rel=1e-4)
+
+
+def test_activity_calibrated_output_takes_activity_from_p_and_direction_from_the_tracks():
+    acc = np.zeros((1, 1, 3, 3, 3), np.float32)
+    acc[0, 0, 0, 0] = 0.3 * _unit(40, 10)  # class 0: weak vector, p = 0.8 -> active
+    acc[0, 0, 1, 0] = 0.3 * _unit(-100, 0)  # ... an equally strong second track -> two events
+    acc[0, 0, 0, 1] = 0.9 * _unit(0, 0)  # class 1: strong vector, p = 0.3 -> inactive
+    acc[0, 0, 0, 2] = 0.8 * _unit(90, 0)  # class 2: p = 0.9, second track at half the norm
+    acc[0, 0, 2, 2] = 0.4 * _unit(-90, 0)  # -> 0.45 < 0.5: not a second event
+    p = np.array([[[0.8, 0.3, 0.9]]], np.float32)
+    out = np.asarray(seld.activity_calibrated(jnp.asarray(acc), jnp.asarray(p)))[0]
+    np.testing.assert_allclose(np.linalg.norm(out[0, 0, 0]), 0.8, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out[0, 2, 2]), 0.45, rtol=1e-5)
+    rows = seld.decode(out)
+    np.testing.assert_allclose(rows[:, :5], [[0, 0, 0, 40, 10], [0, 0, 1, -100, 0],
+                                             [0, 2, 0, 90, 0]], atol=1e-3)

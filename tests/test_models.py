@@ -244,3 +244,27 @@ def test_bin_mlp_appends_per_bin_channels_before_the_stem():
     assert changed[0, 3, 5] and changed.sum() == 1
     lin = enc.bin_mlp(2 * x) - 2 * enc.bin_mlp(x) + enc.bin_mlp(jnp.zeros_like(x))
     assert float(jnp.abs(lin).max()) > 1e-3
+
+
+def test_crnn_steps_are_label_frames_and_the_recurrence_runs_both_ways():
+    """crnn: one output step per 5 input frames (100 ms at the 20 ms hop); a frame count that
+    is not a multiple of 5 is edge-padded (the same output as repeating the last frame); the
+    bidirectional GRU lets the first step hear the last frame and the last step the first."""
+    enc = AudioEncoder("foa", arch="crnn", width=8, depth=1, embed_dim=6,
+                       feature_cfg=TINY.feature_cfg, rngs=rngs())
+    assert enc.time_stride == 5
+    graph, state = nnx.split(enc)
+    seq = jit(lambda s, x: nnx.merge(graph, s)(x)[1])
+    apply = lambda x: np.asarray(seq(state, x))
+    x = _features("foa", 1, 21, seed=3)
+    padded = np.concatenate([x, np.repeat(x[:, -1:], 4, axis=1)], axis=1)
+    assert apply(x).shape == (1, 5, 6) and apply(_features("foa", 1, 26)).shape == (1, 6, 6)
+    np.testing.assert_allclose(apply(x), apply(padded), atol=1e-6)
+    quiet = np.full((1, 30, MELS, 7), -60.0, np.float32)
+    quiet[..., 4:] = 0.0
+    base = apply(quiet)
+    late, early = quiet.copy(), quiet.copy()
+    late[:, -1, :, :4] = 0.0  # a loud last frame
+    early[:, 0, :, :4] = 0.0  # a loud first frame
+    assert np.abs(apply(late)[:, 0] - base[:, 0]).max() > 1e-3  # backward direction
+    assert np.abs(apply(early)[:, -1] - base[:, -1]).max() > 1e-3  # forward direction

@@ -20,7 +20,7 @@ from spatialav.data.pipeline import PipelineConfig
 from spatialav.models import ModelConfig
 from spatialav.train import OptimConfig, TrainConfig
 
-HEADS = ("classify", "seld", "localise", "separate")
+HEADS = ("classify", "seld", "doa", "localise", "separate")
 FORMATS = ("foa", "stereo", "mono")
 
 
@@ -31,6 +31,7 @@ class HeadConfig:
     distance: bool = False  # seld: also predict distance (DCASE 2024 multi-ACCDOA + distance)
     distance_weight: float = 1.0  # seld: weight of the distance (m^2) in the ADPIT MSE
     n_tracks: int = 3  # seld: tracks per class
+    activity_weight: float = 0.0  # seld: weight of the auxiliary activity BCE (seld.make_loss_fn)
     threshold: float = 0.5  # seld decoding: active when ||xyz|| > threshold
     unify_deg: float = 15.0  # seld decoding: merge same-class tracks closer than this
     grid_az: int = 24  # localise: map cells along azimuth
@@ -45,6 +46,17 @@ class ProbeEvalConfig:
     batch_size: int = 8
     maps: int = 8  # localise: heat-map PNGs written
     write_csv: bool = False  # seld: write a DCASE CSV of predictions per clip
+    seeds: int = 3  # heads trained (seeds train.seed, train.seed + 1, ...); metrics: their mean
+    bootstrap: int = 1000  # resamples of the evaluation clips for the 95 % intervals
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCacheConfig:
+    """Frozen encoders: their outputs are computed once and cached (``feature_cache``)."""
+
+    n_augment: int = 4  # training examples (random crop + rotation) per training clip
+    seed: int = 0  # of those augmentations (the probe seeds share them)
+    dir: str = ""  # where the arrays are kept; empty: <data.root>/features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +72,19 @@ class ProbeConfig:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: ProbeEvalConfig = ProbeEvalConfig()
+    cache: FeatureCacheConfig = FeatureCacheConfig()
+    # Training clips whose labels the head (or fine-tuning) may use: a subset drawn with the
+    # probe seed, nested across fractions (data.label_subset)
+    label_fraction: float = 1.0
 
     def __post_init__(self):
         if self.task not in HEADS:
             raise ValueError(f"unknown head {self.task!r}; expected one of {HEADS}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.eval.seeds < 1 or self.cache.n_augment < 1:
+            raise ValueError(f"eval.seeds and cache.n_augment must be >= 1, got "
+                             f"{self.eval.seeds} and {self.cache.n_augment}")
         if self.fmt is not None and self.fmt not in FORMATS:
             raise ValueError(f"unknown format {self.fmt!r}; expected one of {FORMATS}")
 

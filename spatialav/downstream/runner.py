@@ -101,12 +101,19 @@ def encoders_for(cfg: ProbeConfig) -> Encoders:
                          seed=cfg.train.seed)
 
 
+DECODE_FIELDS = ("threshold", "unify_deg")
+
+
 def check_workdir(workdir: str, cfg: ProbeConfig, enc: Encoders):
-    """Refuse to resume another probe's run; record this one's config."""
+    """Refuse to resume another probe's run; record this one's config. The decoding settings
+    (threshold, unify_deg) are not part of a run's identity: a trained head can be rescored
+    with others."""
     path = Path(workdir) / "config.json"
-    mine = {"task": cfg.task, "encoders": enc.describe(), "head": dataclasses.asdict(cfg.head)}
+    head = {k: v for k, v in dataclasses.asdict(cfg.head).items() if k not in DECODE_FIELDS}
+    mine = {"task": cfg.task, "encoders": enc.describe(), "head": head}
     if path.exists():
         old = json.loads(path.read_text())
+        old["head"] = {k: v for k, v in old.get("head", {}).items() if k not in DECODE_FIELDS}
         if {k: old.get(k) for k in mine} != _json(mine):
             raise ValueError(f"{workdir} holds another probe run ({old.get('task')}, "
                              f"{old.get('encoders')}); use another --workdir")
@@ -124,7 +131,8 @@ def build_head(cfg: ProbeConfig, enc: Encoders, n_classes: int) -> nnx.Module:
         return classification.ClassifyProbe(enc, n_classes, use_video=cfg.head.use_video,
                                             rngs=rngs)
     return seld.SELDProbe(enc, n_classes, hidden=cfg.head.hidden, n_tracks=cfg.head.n_tracks,
-                          distance=cfg.head.distance, rngs=rngs)
+                          distance=cfg.head.distance, activity=cfg.head.activity_weight > 0,
+                          rngs=rngs)
 
 
 def train_head(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int, workdir: str):
@@ -140,7 +148,7 @@ def train_head(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int, w
         n_frames = int(round(pcfg.crop_s / seld.LABEL_HOP_S))
         loader = loader.map(seld.AddTargets(n_frames, n_classes, cfg.head.n_tracks,
                                             need_distance=cfg.head.distance))
-        loss_fn = seld.make_loss_fn(cfg.head.distance_weight)
+        loss_fn = seld.make_loss_fn(cfg.head.distance_weight, cfg.head.activity_weight)
     else:
         loss_fn = classification.make_loss_fn(pcfg, n_classes)
     model = build_head(cfg, enc, n_classes)
