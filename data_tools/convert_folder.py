@@ -19,14 +19,15 @@ from spatialav.data.convert import cli, folder
 def main(argv=None) -> str:
     p = cli.parser(__doc__, clip_s=None, items_per_shard=16, layouts=("ambix",))
     p.add_argument("--name", default=folder.DATASET.name, help="dataset name")
-    p.add_argument("--test-fraction", type=float, default=0.0,
+    p.add_argument("--test-fraction", type=cli.fraction, default=0.0,
                    help="hold out this fraction of the files as 'test'")
     args = p.parse_args(argv)
     if not args.layout:
         p.error("declare the audio's channel layout: --layout ambix or --layout fuma")
-    items = folder.list_items(args.root, args.validation_fraction, args.test_fraction)
     dataset = dataclasses.replace(folder.DATASET, name=args.name)
-    return cli.run(dataset, items, args, cli.config(args, ("ambix",)))
+    return cli.convert(dataset, lambda: folder.list_items(args.root, args.validation_fraction,
+                                                          args.test_fraction),
+                       args, ("ambix",))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
         [--workers N]
 
 ROOT holds foa_dev/, video_dev/ and metadata_dev/, each with dev-{train,test}-{sony,tau}/.
-Writes DIR/starss23/<config>/1.0.0/ with train / test (/ validation) splits, DCASE labels
+Writes DIR/starss23/<config>/1.0.0/ with train / validation / test splits, DCASE labels
 re-based per clip, and conversion_report.json (every recording: written clips, or skipped
 with the reason); prints a summary.
 """
@@ -18,8 +18,9 @@ from spatialav.data.convert import cli, starss23
 def main(argv=None) -> str:
     p = cli.parser(__doc__, clip_s=10.0, items_per_shard=1, layouts=("ambix",))
     args = p.parse_args(argv)
-    items = starss23.list_items(args.root, args.validation_fraction)
-    return cli.run(starss23.DATASET, items, args, cli.config(args, ("ambix",)))
+    return cli.convert(starss23.DATASET,
+                       lambda: starss23.list_items(args.root, args.validation_fraction), args,
+                       ("ambix",))
 
 
 if __name__ == "__main__":

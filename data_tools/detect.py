@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -95,7 +96,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> list[Path]:
+    """Detect in every split asked for; bad input (a missing dataset, split or weights file,
+    an output folder of other settings) ends with one ``error:`` line and exit status 1."""
     args = parse_args(argv)
+    try:
+        return detect_splits(args)
+    except (ValueError, OSError) as err:  # each message names the path at fault
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def detect_splits(args) -> list[Path]:
     from spatialav.data import storage
 
     weights = detect.check_weights(args.weights).resolve()
@@ -103,6 +114,8 @@ def main(argv=None) -> list[Path]:
                               batch=args.batch, tiles=args.tiles, track=not args.no_track,
                               device=args.device)
     splits = args.split or sorted(storage.load_builder(args.data).info.splits)
+    for split in splits:  # every split named exists, before any is written
+        storage.open_split(args.data, split)
     outs = []
     for split in splits:
         t0 = time.perf_counter()

@@ -207,6 +207,7 @@ def _sets(items) -> list[str]:
 
 
 TRAINS = (PRETRAIN, "classify", "seld", "separate")  # stages whose runs write summary.json
+PER_SEED = ("classify", "seld")  # probes with a head per probe seed (runner.train_and_score)
 
 
 def is_done(run: Run, work: Path, preset: StudyPreset) -> bool:
@@ -216,12 +217,13 @@ def is_done(run: Run, work: Path, preset: StudyPreset) -> bool:
     d = run.workdir(work)
     if run.stage != PRETRAIN and not (d / "probe.json").exists():
         return False
-    path = d / "summary.json"
-    if not path.exists():
+    # classify / seld train one head per probe seed, each in its own seed<s> folder
+    paths = sorted(d.glob("seed*/summary.json")) if run.stage in PER_SEED else [d / "summary.json"]
+    if not paths or not all(p.exists() for p in paths):
         return run.stage not in TRAINS
-    s = json.loads(path.read_text())
     steps = preset.pretrain_steps if run.stage == PRETRAIN else None
-    return not s.get("preempted") and (steps is None or s.get("step", 0) >= steps)
+    return all(not s.get("preempted") and (steps is None or s.get("step", 0) >= steps)
+               for s in (json.loads(p.read_text()) for p in paths))
 
 
 # --- running -----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 ``detect(model, frames)`` runs any ultralytics YOLO model (a weights path or a loaded
 ``YOLO``) on equirect frames ``[N, H, W, 3]`` uint8 and returns ``Detections``: per
 detection its video frame, class, score, centre direction (azimuth, elevation, radians,
-DESIGN.md §2), angular extent and track. How it handles the sphere:
+docs/DESIGN.md §2), angular extent and track. How it handles the sphere:
 
 - **Seam.** Each frame is padded with ``seam_pad`` x W wrapped columns on both sides, so an
   object across the ±180° seam is seen whole. A detection is kept only if its centre falls
@@ -12,7 +12,10 @@ DESIGN.md §2), angular extent and track. How it handles the sphere:
 - **Tiles (option).** ``tiles='cube'`` (or explicit directions) detects on gnomonic views
   (``geometry.gnomonic_crop``) instead, where objects near the poles are not stretched;
   boxes touching a tile's border (cut objects) are dropped, the others mapped back to
-  directions through the camera rays of the tile and merged across tiles by the same NMS.
+  directions through the camera rays of the tile and merged across tiles on the sphere
+  (``merge_faces``: detections closer than their angular size are one object, whatever
+  class each face gave it; the faces vote on the class, the top and bottom ones, where the
+  detector mostly misnames objects, with ``polar_weight``).
 - **Tracks.** Detections of consecutive frames are linked by optimal assignment (Hungarian)
   on great-circle distance, same class only, allowing short gaps.
 
@@ -26,8 +29,9 @@ indices, each holding ``clip_id`` [n] str, ``num_frames`` [n] int32, ``offsets``
 and ``rows`` [R, 8] float32 in the schema's ``detections`` layout (video frame, class,
 azimuth, elevation, width, height, score, track; clip i's rows are
 ``rows[offsets[i]:offsets[i + 1]]``), with ``config.json`` (weights, ``DetectConfig``,
-clip count). ``load_detections`` reads them back; ``DetectionsSource`` adds them to a split's
-records for the input pipeline; ``detections_to_objects`` picks beam directions from them.
+clip count). ``load_detections`` reads them back; ``with_detections`` (what the input pipeline
+uses for ``objects_from='detections'``) adds them to a split's records as a
+``DetectionsSource``; ``detections_to_objects`` picks beam directions from them.
 
 torch and ultralytics (the ``detect`` extra) are imported only when a model is loaded, so
 this module imports without them. ultralytics always runs offline: ``YOLO_OFFLINE=1`` and its
@@ -66,7 +70,7 @@ _STRIDE = 32  # YOLO input sizes are multiples of the largest stride
 class Detections:
     """Detections in ``num_frames`` video frames, K of them; every field is ``[K]``.
 
-    Angles in radians (DESIGN.md §2). ``width`` / ``height``: azimuth span and elevation
+    Angles in radians (docs/DESIGN.md §2). ``width`` / ``height``: azimuth span and elevation
     span of the equirect box. ``track``: -1 when not tracked.
     """
 
@@ -153,6 +157,10 @@ class DetectConfig:
     seam_pad: float = 0.125  # wrapped columns added on each side, fraction of W
     tiles: str | None = None  # None: the padded equirect frame; 'cube': six gnomonic faces
     tile_fov: float = 2 * np.pi / 3  # cube faces overlap by 15° per side at 120°
+    # How much a top / bottom face's detection counts when faces' detections are merged
+    # (``merge_faces``): there an upright object appears turned about the face centre, and
+    # the equirect-trained detector mostly misnames it (about 1 in 10 right, results/).
+    polar_weight: float = 0.3
     imgsz: int | None = None  # width the equirect frame is resized to; None: the model's
     # training image size (``model_imgsz``), or the frame's own width if it has none
     batch: int = 16  # images per YOLO call
@@ -252,9 +260,12 @@ def detect(model, frames, cfg: DetectConfig = DetectConfig()) -> Detections:
     if len(frames) == 0:
         return Detections.empty(0)
     model = load_model(model)
-    per_frame = _detect_tiles(model, frames, cfg) if cfg.tiles else _detect_padded(
-        model, frames, cfg)
-    dets = merge_duplicates(_concat(per_frame, len(frames)), cfg.merge_iou, cfg.class_agnostic)
+    if cfg.tiles:
+        dets, polar = _detect_tiles(model, frames, cfg)
+        dets = merge_faces(dets, np.where(polar, cfg.polar_weight, 1.0), cfg.conf)
+    else:
+        dets = merge_duplicates(_concat(_detect_padded(model, frames, cfg), len(frames)),
+                                cfg.merge_iou, cfg.class_agnostic)
     return link_tracks(dets, cfg.track_distance, cfg.track_gap) if cfg.track else dets
 
 
@@ -316,7 +327,8 @@ def padded_boxes_to_detections(raw: np.ndarray, frame: int, pad: int, width: int
         np.pi * (y2 - y1)[keep] / height, np.full(int(keep.sum()), -1), num_frames=num_frames)
 
 
-def _detect_tiles(model, frames, cfg: DetectConfig) -> list[Detections]:
+def _detect_tiles(model, frames, cfg: DetectConfig) -> tuple[Detections, np.ndarray]:
+    """Every tile's detections, and whether each comes from a top / bottom face."""
     n, h, w, _ = frames.shape
     scale = _scale(model, w, cfg)
     # Match the tile's centre resolution to the equirect one (pixels per radian).
@@ -324,11 +336,12 @@ def _detect_tiles(model, frames, cfg: DetectConfig) -> list[Detections]:
     tiles = [geometry.gnomonic_crop(frames, az, el, cfg.tile_fov, size) for az, el in CUBE]
     images = [t[f] for f in range(n) for t in tiles]  # frame-major
     raw = predict(model, images, (size, size), cfg)
-    out = []
+    out, polar = [], []
     for i, r in enumerate(raw):
         f, t = divmod(i, len(CUBE))
         out.append(tile_boxes_to_detections(r, f, CUBE[t], cfg.tile_fov, size, n))
-    return out
+        polar.append(np.full(len(out[-1]), CUBE[t, 1] != 0))
+    return _concat(out, n), np.concatenate(polar)
 
 
 def tile_rays(x, y, size: int, fov: float) -> np.ndarray:
@@ -398,6 +411,44 @@ def merge_duplicates(dets: Detections, iou: float = 0.5, class_agnostic: bool = 
                 alive[i + 1 :] &= ~overlap[i, i + 1 :]
         keep[idx[alive]] = True
     return dets.take(np.flatnonzero(keep))
+
+
+def angular_size(dets: Detections) -> np.ndarray:
+    """``[K]`` the larger side of each detection's box in radians on the sphere (its azimuth
+    span shrinks by cos(elevation) there)."""
+    return np.maximum(np.minimum(dets.width * np.cos(dets.elevation), 2 * np.pi), dets.height)
+
+
+def merge_faces(dets: Detections, weight: np.ndarray, min_score: float) -> Detections:
+    """One detection per object of tile detections: an object near a face's border is seen
+    on two faces (the cube's seam), and YOLO's per-class NMS may name one object twice on a
+    face, so their boxes neither match nor share a class, and ``merge_duplicates`` misses them.
+
+    Per frame, greedily by weighted score (``score * weight``), a detection and every
+    remaining one whose centre is closer than the larger of their ``angular_size`` (any
+    class) are one object. Its class is the one with the largest summed weighted score (the
+    faces vote), placed at that class's best box; an object whose vote sums to less than
+    ``min_score`` is dropped."""
+    w = dets.score * np.asarray(weight, np.float32)
+    size = angular_size(dets)
+    keep = []
+    for f in np.unique(dets.frame):
+        idx = np.flatnonzero(dets.frame == f)
+        idx = idx[np.argsort(-w[idx], kind="stable")]
+        dist = geometry.angular_distance(dets.azimuth[idx, None], dets.elevation[idx, None],
+                                         dets.azimuth[None, idx], dets.elevation[None, idx])
+        near = (dist < np.maximum(size[idx, None], size[None, idx])) | np.eye(len(idx), dtype=bool)
+        alive = np.ones(len(idx), bool)
+        for i in range(len(idx)):
+            if not alive[i]:
+                continue
+            group = idx[alive & near[i]]  # highest weight first, i among them
+            alive &= ~near[i]
+            votes = {c: w[group][dets.cls[group] == c].sum() for c in np.unique(dets.cls[group])}
+            cls = max(votes, key=votes.get)
+            if votes[cls] >= min_score:
+                keep.append(group[dets.cls[group] == cls][0])
+    return dets.take(np.sort(np.array(keep, int)))
 
 
 def link_tracks(dets: Detections, max_distance: float = math.radians(10.0),
@@ -513,17 +564,24 @@ def load_part(path: Path) -> dict[str, Detections]:
             for i, c in enumerate(ids)}
 
 
+def detect_command(dataset_dir, splits: Sequence[str]) -> str:
+    """The command that writes the detections sidecar of ``splits``."""
+    return f"python data_tools/detect.py --data {dataset_dir} --split {' '.join(splits)}"
+
+
 def load_detections(dataset_dir, split: str, directory=None) -> dict[str, Detections]:
     """``{clip_id: Detections}`` of a split, precomputed by ``data_tools/detect.py``.
 
     ``directory`` overrides the default ``sidecar_dir(dataset_dir, split)``. Raises
-    FileNotFoundError when there are none and ValueError when the run is unfinished.
+    FileNotFoundError when there are none and ValueError when the run is unfinished; both
+    name the folder and the command that (re)makes it.
     """
     root = Path(directory) if directory is not None else sidecar_dir(dataset_dir, split)
+    redo = detect_command(dataset_dir if dataset_dir is not None else "DATASET_DIR", [split])
     config = root / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"no detections for split {split!r} at {root}; compute them "
-                                "with data_tools/detect.py")
+        raise FileNotFoundError(f"no detections for split {split!r}: {root} does not exist or "
+                                f"has no config.json; compute them with {redo}")
     total = json.loads(config.read_text())["num_clips"]
     out, covered = {}, 0
     for path in sorted(root.glob("part-*.npz")):
@@ -534,18 +592,34 @@ def load_detections(dataset_dir, split: str, directory=None) -> dict[str, Detect
         covered = stop
     if covered != total:
         raise ValueError(f"{root} covers clips [0, {covered}) of {total}: unfinished; run "
-                         "data_tools/detect.py again to finish it")
+                         f"{redo} again to finish it")
     return out
+
+
+def with_detections(source, dataset_dir, split: str) -> DetectionsSource:
+    """``source`` (the split ``split`` of ``dataset_dir``) with its precomputed detections;
+    ValueError when the sidecar is of another number of clips (another build of the set)."""
+    dets = load_detections(dataset_dir, split)
+    if len(dets) != len(source):
+        where = sidecar_dir(dataset_dir, split)
+        raise ValueError(f"{where} holds detections of {len(dets)} clips but split {split!r} "
+                         f"of {dataset_dir} has {len(source)}: they were made for another "
+                         f"build of it; delete {where} and run "
+                         f"{detect_command(dataset_dir, [split])}")
+    return DetectionsSource(source, dets, origin=str(sidecar_dir(dataset_dir, split)))
 
 
 class DetectionsSource:
     """A split's random-access source whose records also hold ``detections`` rows ``[R, 8]``
     (the schema layout that ``pipeline.PipelineConfig(objects_from='detections')`` reads).
-    Picklable, for grain workers."""
+    A record whose frame count differs from the one its detections were made on (so their
+    frame numbers would point at other times) raises ValueError naming ``origin``.
+    Picklable, for grain workers (it holds only the rows: a few KB per clip)."""
 
-    def __init__(self, source, detections: Mapping[str, Detections]):
-        self.source = source
+    def __init__(self, source, detections: Mapping[str, Detections], origin: str = "detections"):
+        self.source, self.origin = source, origin
         self.rows = {k: d.to_rows() for k, d in detections.items()}
+        self.num_frames = {k: d.num_frames for k, d in detections.items()}
 
     def __len__(self) -> int:
         return len(self.source)
@@ -555,7 +629,12 @@ class DetectionsSource:
         clip_id = record["clip_id"]
         clip_id = clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id)
         if clip_id not in self.rows:
-            raise KeyError(f"no detections for clip {clip_id!r}")
+            raise ValueError(f"{self.origin} has no detections for clip {clip_id!r}: they "
+                             "were made for another build of the dataset; recompute them")
+        if "frames" in record and len(record["frames"]) != self.num_frames[clip_id]:
+            raise ValueError(f"{self.origin}: clip {clip_id!r} has {len(record['frames'])} "
+                             f"frames but its detections were made on "
+                             f"{self.num_frames[clip_id]}; recompute them")
         record["detections"] = self.rows[clip_id]
         return record
 

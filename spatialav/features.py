@@ -2,8 +2,9 @@
 
 All functions are pure, batched over leading dims and run inside ``jit`` on any device.
 Audio is ``[..., time, channels]`` (channels last); spectra are ``[..., frames, freqs(,
-channels)]``. Defaults (DESIGN.md): 24 kHz, Hann window 960, hop 480 (20 ms), nfft 1024,
-64 mel bands. Frame t is centred on sample t * hop, so 5 frames make one 100 ms label frame.
+channels)]``. Defaults (docs/DESIGN.md §2, Audio): 24 kHz, Hann window 960, hop 480 (20 ms),
+nfft 1024, 64 mel bands. Frame t is centred on sample t * hop, so 5 frames make one 100 ms
+label frame.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Directions on the sphere, rotations and equirectangular images.
 
-Conventions (DESIGN.md §2, fixed): x = front, y = left, z = up; azimuth counter-clockwise
-from the front in (-pi, pi], elevation up-positive; unit vector
+Conventions (docs/DESIGN.md §2 Conventions, fixed): x = front, y = left, z = up; azimuth
+counter-clockwise from the front in (-pi, pi], elevation up-positive; unit vector
 u = (cos el cos az, cos el sin az, sin el). An equirect frame of width W and height H has
 pixel centre (c, r) at az = pi - 2 pi (c + 1/2) / W, el = pi/2 - pi (r + 1/2) / H, so the
 image centre is the front and the left of the image is the left.

@@ -24,6 +24,8 @@ EPILOG = """examples:
   python -m spatialav.pretrain --task avsa-objects --config tiny --workdir /tmp/run
   python -m spatialav.pretrain --task avsa --data /data/yt360_tfds --config gpu \\
       --set train.batch_size=128 --set objective.avc_steps=2000
+  python -m spatialav.pretrain --task avsa-objects --data DIR \\
+      --set data.pipeline.objects_from=detections   # after data_tools/detect.py --data DIR
 
 --set takes dotted fields of the config tree (spatialav/configs/__init__.py), e.g.
   train.steps, train.batch_size, train.checkpoint_every, optim.learning_rate,
@@ -74,8 +76,9 @@ def build_config(args) -> configs.Config:
 
 def resolve_dataset(cfg: configs.Config) -> Path:
     """The dataset directory, built if it is the synthetic one and missing; checked for the
-    fields the task needs."""
-    from spatialav.data import storage, synthetic
+    fields the task needs (ground-truth boxes, or the detections sidecar of
+    ``data_tools/detect.py`` for ``objects_from='detections'``)."""
+    from spatialav.data import pipeline, storage, synthetic
 
     if cfg.data.source == "synthetic":
         import jax
@@ -93,17 +96,32 @@ def resolve_dataset(cfg: configs.Config) -> Path:
         path = storage.find_dataset_dir(cfg.data.source)
     spec = storage.read_spec(path)
     p = cfg.data.pipeline
-    need = {"boxes"} if (p.num_objects and p.objects_from == "gt") else set()
-    if p.num_objects and p.objects_from == "detections":
-        need.add("detections")
-    missing = need - set(spec.groups)
-    if missing:
+    if p.num_objects and p.objects_from == "gt" and "boxes" not in spec.groups:
         raise ValueError(
-            f"dataset {path} has no {sorted(missing)} (it has {list(spec.groups)}); "
-            f"{cfg.task} with objects_from={p.objects_from!r} needs them"
-            + ("; add detections with data_tools/detect.py" if "detections" in missing else "")
-        )
+            f"dataset {path} has no ['boxes'] (it has {list(spec.groups)}); {cfg.task} with "
+            "objects_from='gt' needs them; to steer the beams with YOLO detections instead, "
+            "pass --set data.pipeline.objects_from=detections")
+    if pipeline.needs_detections(p) and "detections" not in spec.groups:
+        check_sidecars(cfg, path)
     return path
+
+
+def check_sidecars(cfg: configs.Config, path: Path) -> None:
+    """The detections sidecar of every split the run reads (train, and validation when it
+    has clips) exists; else one error naming the missing folders and the command."""
+    from spatialav import detect
+    from spatialav.data import storage
+
+    splits = storage.load_builder(path).info.splits
+    wanted = ["train"] + (["validation"] if "validation" in splits
+                          and splits["validation"].num_examples else [])
+    missing = [s for s in wanted if not (detect.sidecar_dir(path, s) / "config.json").is_file()]
+    if missing:
+        dirs = ", ".join(str(detect.sidecar_dir(path, s)) for s in missing)
+        raise ValueError(
+            f"dataset {path} has no detections for {missing} (expected {dirs}); {cfg.task} "
+            f"with objects_from='detections' reads them; compute them with "
+            f"{detect.detect_command(path, wanted)}")
 
 
 def run(cfg: configs.Config, workdir: str) -> dict:
@@ -125,13 +143,59 @@ def run(cfg: configs.Config, workdir: str) -> dict:
                                   workers=cfg.data.workers)
     trainer = Trainer(cfg.train, cfg.optim, pretraining.init_model(cfg),
                       pretraining.make_loss_fn(cfg), iter(loader), workdir,
-                      hooks=[pretraining.ValidationHook(cfg, dataset, mesh)], meta=meta,
-                      mesh=mesh)
+                      hooks=validation_hooks(cfg, dataset, mesh), meta=meta, mesh=mesh)
     start = trainer.restore_latest()
     if jax.process_index() == 0:
         where = f"resuming at step {start}" if start else "starting"
         print(f"{cfg.task}: {where}; dataset {dataset}; workdir {workdir}", flush=True)
-    return trainer.run()
+    summary = trainer.run()
+    if jax.process_index() == 0 and cfg.data.pipeline.num_objects:
+        summary["objects"] = object_summary(cfg, dataset, summary["logs"])
+        (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def object_summary(cfg: configs.Config, dataset: Path, logs: str) -> dict:
+    """Where the beams of an object task pointed: ``from`` (``gt`` boxes or ``detections``,
+    with the sidecar folder), the mean number of valid objects per training clip (of at most
+    ``max_objects``) and the fraction of clips with at least one, over the logged training
+    steps (every ``train.log_every``; a resumed run counts its earlier steps too)."""
+    from spatialav import detect
+    from spatialav.data import pipeline, storage
+
+    p = cfg.data.pipeline
+    steps = {}
+    with open(Path(logs) / "metrics.jsonl") as f:
+        for line in f:
+            record = json.loads(line)
+            if "train/objects_per_clip" in record:
+                steps[record["step"]] = record  # a step redone after a resume: the last
+    out = {"from": p.objects_from, "max_objects": p.num_objects, "logged_steps": len(steps)}
+    for key in ("objects_per_clip", "clips_with_objects"):
+        out[key] = sum(r[f"train/{key}"] for r in steps.values()) / max(len(steps), 1)
+    if pipeline.needs_detections(p) and "detections" not in storage.read_spec(dataset).groups:
+        out["sidecar"] = str(detect.sidecar_dir(dataset, "train"))
+    return out
+
+
+def validation_hooks(cfg: configs.Config, dataset: Path, mesh) -> list:
+    """The validation hook, or none (with a warning) when the dataset has no validation clips:
+    a converted set of one recording, or one converted with --validation-fraction 0, still
+    trains."""
+    import jax
+
+    from spatialav import pretraining
+    from spatialav.data import storage
+
+    splits = storage.load_builder(dataset).info.splits
+    if "validation" in splits and splits["validation"].num_examples:
+        return [pretraining.ValidationHook(cfg, dataset, mesh)]
+    if jax.process_index() == 0:
+        why = "is empty" if "validation" in splits else f"is missing (it has {sorted(splits)})"
+        print(f"warning: the validation split of {dataset} {why}; training without validation "
+              "metrics. Convert with --validation-fraction 0.1 (the default) and two or more "
+              "recordings to get one.", file=sys.stderr, flush=True)
+    return []
 
 
 def check_workdir(workdir: str, meta: dict):
@@ -167,7 +231,7 @@ def main(argv=None) -> int:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                peer_timeout_s=args.peer_timeout)
         summary = run(cfg, workdir)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ValueError, OSError, NonFiniteLossError) as e:  # bad input; OSError: paths
         print(f"error: {e}", file=sys.stderr)
         return 1
     print_summary(summary)
@@ -185,6 +249,11 @@ def print_summary(summary: dict):
     print(f"\n{state} at step {summary['step']}")
     print(f"  final train metrics: {final}")
     print(f"  validation: {evals}")
+    if "objects" in summary:
+        o = summary["objects"]
+        print(f"  objects per training clip (from {o['from']}): {o['objects_per_clip']:.2f} "
+              f"of at most {o['max_objects']}; {100 * o['clips_with_objects']:.1f} % of clips "
+              f"with at least one ({o['logged_steps']} logged steps)")
     print(f"  checkpoints: {summary['checkpoints']}")
     print(f"  logs (JSONL + TensorBoard): {summary['logs']}")
     print(f"  summary: {os.path.join(os.path.dirname(summary['logs']), 'summary.json')}")

@@ -18,6 +18,7 @@ ground-truth objects; in ``mono`` the object audio is a beam toward it).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +81,8 @@ def make_loss_fn(cfg: Config):
         if task == "avsa-objects":
             a, v = view_tokens(model, x["stored_audio"], x["object_mix"], x["object_frames"])
             a, v = project(model, a, v, context=False)
-            return objectives.avsa_object_loss(a, v, x["object_valid"], obj.tau)
+            loss, metrics = objectives.avsa_object_loss(a, v, x["object_valid"], obj.tau)
+            return loss, metrics | object_counts(x["object_valid"])
         a_tok, v_tok = view_tokens(model, x["stored_audio"], x["view_mix"],
                                    x["view_frames"])
         if task == "avc":
@@ -108,6 +110,14 @@ def make_loss_fn(cfg: Config):
     return loss_fn
 
 
+def object_counts(valid) -> dict:
+    """How many objects a batch's clips hold, from their ``object_valid [B, M]``: the mean
+    number per clip and the fraction of clips with at least one (the rest train on nothing)."""
+    valid = jnp.asarray(valid, bool)
+    return {"objects_per_clip": jnp.mean(jnp.sum(valid, -1)),
+            "clips_with_objects": jnp.mean(jnp.any(valid, -1))}
+
+
 class ValidationHook:
     """AVC retrieval and the binary AVSA probe on validation clips.
 
@@ -121,6 +131,15 @@ class ValidationHook:
     (``metrics.retrieval.binary_probe``).
     ``avsa_pairwise`` is the probe without training: how often the aligned audio is the more
     similar of the two.
+
+    A one-clip validation split (a converted set of a few recordings) degrades, never stops
+    training: the probe, which holds out half of the clips, is NaN, with one warning.
+
+    For ``avsa-objects`` also the training objective's accuracies on the validation clips'
+    objects (from ground-truth boxes or detections, as in training; no rotation):
+    ``objects_acc`` (an object's beam finds its crop among all validation objects and back),
+    ``objects_acc_hard`` (among the other objects of its clip), ``objects_per_clip`` and
+    ``clips_with_objects`` (``object_counts``).
     """
 
     def __init__(self, cfg: Config, dataset_dir, mesh, *, seed: int = 1234):
@@ -133,43 +152,77 @@ class ValidationHook:
         self.loader = pipeline.make_loader(
             dataset_dir, self.pcfg, split="validation", batch_size=cfg.eval.batch_size
             // jax.process_count(), seed=seed, train=False)
+        self.dataset_dir = dataset_dir
         self._embed = None
+        self._warned = False
+        self.tau = cfg.objective.tau
+        self.object_loader = self._embed_objects = None
+        if cfg.task == "avsa-objects":
+            self.object_pcfg = dataclasses.replace(cfg.data.pipeline, rotation="none")
+            self.object_loader = pipeline.make_loader(
+                dataset_dir, self.object_pcfg, split="validation",
+                batch_size=cfg.eval.batch_size // jax.process_count(), seed=seed, train=False)
 
-    def _compile(self, graphdef):
-        pcfg, context = self.pcfg, self.context
+    def _compile(self, graphdef, pcfg, objects: bool):
+        context = self.context and not objects
+        prefix = "object" if objects else "view"
 
         def embed(state, batch):
             model = nnx.merge(graphdef, state)
             x = pipeline.device_inputs(batch, pcfg)
-            tokens = view_tokens(model, x["stored_audio"], x["view_mix"], x["view_frames"])
+            tokens = view_tokens(model, x["stored_audio"], x[f"{prefix}_mix"],
+                                 x[f"{prefix}_frames"])
             a, v = project(model, *tokens, context=context)
-            return a, v, batch["mask"]
+            return (a, v, x["object_valid"]) if objects else (a, v), batch["mask"]
 
         return jax.jit(embed, out_shardings=mesh_lib.replicated(self.mesh))
+
+    def _gather(self, embed, loader, state, keys) -> list[np.ndarray]:
+        """``embed``'s outputs on up to ``max_clips`` validation clips (padding dropped)."""
+        parts, n = [], 0
+        for local in loader:
+            local = {k: v for k, v in local.items() if k in (*keys, "audio", "frames",
+                                                             "rotation", "mask")}
+            out, mask = jax.device_get(embed(state, mesh_lib.global_batch(local, self.mesh)))
+            parts.append([x[mask] for x in out])
+            n += int(mask.sum())
+            if n >= self.max_clips:
+                break
+        return [np.concatenate(col)[: self.max_clips] for col in zip(*parts, strict=True)]
 
     def embeddings(self, model) -> tuple[np.ndarray, np.ndarray]:
         """Per-view validation embeddings (audio, video), each ``[N, K, P]``."""
         graphdef, state = nnx.split(model)
         if self._embed is None:
-            self._embed = self._compile(graphdef)
-        out_a, out_v, n = [], [], 0
-        for local in self.loader:
-            local = {k: v for k, v in local.items() if k in
-                     ("audio", "frames", "rotation", "view_dirs", "mask")}
-            a, v, mask = jax.device_get(self._embed(state, mesh_lib.global_batch(local,
-                                                                                  self.mesh)))
-            out_a.append(a[mask])
-            out_v.append(v[mask])
-            n += int(mask.sum())
-            if n >= self.max_clips:
-                break
-        a, v = np.concatenate(out_a), np.concatenate(out_v)
-        return a[: self.max_clips], v[: self.max_clips]
+            self._embed = self._compile(graphdef, self.pcfg, objects=False)
+        a, v = self._gather(self._embed, self.loader, state, ("view_dirs",))
+        return a, v
+
+    def object_metrics(self, model) -> dict[str, float]:
+        """The object-level accuracies and object counts of the validation clips."""
+        graphdef, state = nnx.split(model)
+        if self._embed_objects is None:
+            self._embed_objects = self._compile(graphdef, self.object_pcfg, objects=True)
+        a, v, valid = self._gather(self._embed_objects, self.object_loader, state,
+                                   ("object_dirs", "object_valid"))
+        _, m = objectives.avsa_object_loss(a, v, valid, self.tau)
+        counts = object_counts(valid)
+        return {"objects_acc": float(m["acc"]), "objects_acc_hard": float(m["acc_hard"]),
+                **{k: float(x) for k, x in counts.items()}}
 
     def __call__(self, model, step: int) -> dict[str, float]:
         a, v = self.embeddings(model)
-        return avsa_metrics(a, v) | {"avc_retrieval": retrieval_accuracy(*clip_embeddings(a, v)),
-                                     "avc_chance": 1.0 / len(a)}
+        if len(a) < MIN_PROBE_CLIPS and not self._warned:
+            self._warned = True
+            warnings.warn(f"the validation split of {self.dataset_dir} has {len(a)} clip; the "
+                          f"binary AVSA probe needs at least {MIN_PROBE_CLIPS}, so "
+                          "eval/avsa_probe is NaN", stacklevel=2)
+        out = avsa_metrics(a, v) | {"avc_retrieval": retrieval_accuracy(*clip_embeddings(a, v)),
+                                    "avc_chance": 1.0 / len(a)}
+        return out | (self.object_metrics(model) if self.object_loader is not None else {})
+
+
+MIN_PROBE_CLIPS = 2  # the binary probe is fit on half of the clips and scored on the other
 
 
 def probe_pairs(a, v):
@@ -188,7 +241,8 @@ def avsa_metrics(a, v) -> dict[str, float]:
     """Binary AVSA probe and pairwise accuracy from per-view embeddings ``[N, K, P]``."""
     x, y, groups, wrong = probe_pairs(a, v)
     pairwise = np.mean(np.sum(a * v, -1) > np.sum(wrong * v, -1))
-    return {"avsa_probe": binary_probe(x, y, groups), "avsa_pairwise": float(pairwise)}
+    probe = binary_probe(x, y, groups) if len(a) >= MIN_PROBE_CLIPS else float("nan")
+    return {"avsa_probe": probe, "avsa_pairwise": float(pairwise)}
 
 
 def init_model(cfg: Config) -> AVModel:

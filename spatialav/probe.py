@@ -5,7 +5,10 @@ separation.
 
 Loads the audio and visual encoders of a ``python -m spatialav.pretrain`` work directory (or
 random ones: ``--init random``), frozen unless ``--finetune``, trains the head with the shared
-trainer, scores it on the test split and writes ``probe.json`` to the work directory.
+trainer (frozen encoders: on their outputs, computed once and cached; one head per probe seed,
+``--set eval.seeds=N``), scores it on the test split and writes ``probe.json`` to the work
+directory: per metric the mean over seeds (``metrics``) and its 95 % bootstrap interval over
+the test clips (``ci95``). ``--set label_fraction=0.01`` trains on 1 % of the training labels.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ EPILOG = """heads:
   seld       multi-ACCDOA head (3 tracks x xyz x classes, ADPIT loss) on the audio encoder's
              sequence; DCASE 2023 ER/F/LE/LR/SELD (+ 2024 with --set head.distance=true);
              --write-csv writes DCASE CSVs of the predictions
+  doa        per 100 ms frame, the direction of each active class (oracle activity), linear on
+             the audio encoder's sequence; median / mean angular error, fraction within 20 deg
   localise   audio-visual similarity over a grid of directions (FOA turned to each direction vs
              the crop there); PNG heat maps under WORKDIR/maps, peak error, hit rate, AUC.
              Trains nothing (--steps is ignored)
@@ -38,6 +43,7 @@ examples:
 
 --set takes dotted fields of the probe config (spatialav/downstream/config.py), e.g.
   train.steps, train.batch_size, optim.learning_rate, head.hidden, head.use_video,
+  eval.seeds, eval.bootstrap, label_fraction, cache.n_augment, cache.dir,
   head.distance, head.grid_az, head.hit_deg, eval.split, eval.max_clips, eval.maps,
   data.pipeline.crop_s, data.pipeline.rotation, data.root, model_preset;
 --set separation.<field>=v sets the separation head's own config
@@ -115,7 +121,7 @@ def main(argv=None) -> int:
         if args.steps is not None:
             sep_overrides.append(f"train.steps={args.steps}")
         result = runner.run(cfg, workdir, sep_overrides)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ValueError, OSError, NonFiniteLossError) as e:  # bad input; OSError: paths
         print(f"error: {e}", file=sys.stderr)
         return 1
     except HeadPreempted as e:

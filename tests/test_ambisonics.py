@@ -86,7 +86,7 @@ def test_rotate_moves_a_plane_wave_to_R_u(seed):
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_rotating_audio_and_video_keeps_the_source_at_its_pixel(seed):
-    """The joint invariant of DESIGN.md: the same R for both modalities."""
+    """The joint invariant of docs/DESIGN.md §2 (Rotation): one R for both modalities."""
     rng = np.random.default_rng(seed)
     w, h = 128, 64
     az, el = rng.uniform(-np.pi, np.pi), rng.uniform(-1.2, 1.2)

@@ -96,6 +96,27 @@ def test_truncated_wav_is_detected_from_its_header(tmp_path):
     assert err.value.kind == "corrupt"
 
 
+def test_a_destroyed_moov_atom_is_corrupt_not_a_channel_problem(tmp_path):
+    calibration.write_audio(tmp_path / "a.m4a", calibration.plane_wave(4800, 0.3, 0.2), 48000)
+    data = bytearray((tmp_path / "a.m4a").read_bytes())
+    at = data.index(b"moov")
+    size = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4:at - 4 + size] = bytes(size - 8)  # the index's contents zeroed, its box kept
+    (tmp_path / "bad.m4a").write_bytes(data)
+    with av.open(str(tmp_path / "bad.m4a")) as c:
+        assert not c.streams  # FFmpeg opens it: the file looks like one with no audio stream
+    for decode in (lambda p: media.decode_audio(p, [4], tolerance_s=0.1),
+                   lambda p: media.decode_video(p, 10.0, (16, 32), 10)):
+        with pytest.raises(media.SkipItem, match="moov atom") as err:
+            decode(str(tmp_path / "bad.m4a"))
+        assert err.value.kind == "corrupt"
+    # A file that really has no audio stream is still a channel problem.
+    calibration.write_video(tmp_path / "silent.mp4", np.zeros((5, 16, 32, 3), np.uint8), 10.0)
+    with pytest.raises(media.SkipItem, match="no audio stream") as err:
+        media.decode_audio(str(tmp_path / "silent.mp4"), [4], tolerance_s=0.1)
+    assert err.value.kind == "channels"
+
+
 def test_aac_padding_is_trimmed_and_samples_stay_aligned(tmp_path):
     sr, n = 48000, 48000 + 300  # not a whole number of 1024-sample AAC frames
     foa = calibration.plane_wave(n, 1.0, 0.2, level=0.1)
@@ -139,6 +160,10 @@ def test_carve_is_deterministic_and_order_free():
     assert splits.carve(keys, 0.0) == set()
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         splits.carve(keys, 1.0)
+    # Small corpora: a fraction above 0 holds out one key of two or more, never the last one.
+    assert [len(splits.carve(keys[:n], 0.1)) for n in range(5)] == [0, 0, 1, 1, 1]
+    assert [len(splits.carve(keys[:n], 0.9)) for n in range(5)] == [0, 0, 1, 2, 3]
+    assert splits.carve(keys[:3], 0.1) <= splits.carve(keys[:3], 0.5)
 
 
 @pytest.mark.parametrize("kw", [dict(clip_s=0.25), dict(clip_s=0.3, fps=5.0), dict(clip_s=-1.0),

@@ -127,12 +127,15 @@ def test_listing_follows_the_distributed_layout(tree):
 def test_labels_past_the_audio_are_refused(tmp_path):
     csv = tmp_path / "x.csv"
     csv.write_text("0,1,0,10,20,150\n29,1,0,10,20,150\n")  # label frame 29 ends at 3.0 s
-    assert starss23.read_labels(str(csv), 3.0, 0.0).shape == (2, 6)
+    rows, warnings = starss23.read_labels(str(csv), 3.0, 0.0)
+    assert rows.shape == (2, 6) and warnings == []
     with pytest.raises(build.media.SkipItem, match="labels run to 3.0 s, past the audio's 2.00"):
         starss23.read_labels(str(csv), 2.0, 0.5)
-    csv.write_text("0,13,0,10,20,150\n")
-    with pytest.raises(build.media.SkipItem, match="class 13 out of range"):
-        starss23.read_labels(str(csv), 2.0, 0.5)
+    # A class outside the 13 is dropped (as DCASE scoring does) and reported as a warning.
+    csv.write_text("0,13,0,10,20,150\n1,12,0,10,20,150\n")
+    rows, warnings = starss23.read_labels(str(csv), 2.0, 0.5)
+    assert rows[:, 1].tolist() == [12]
+    assert warnings == [f"{csv}: ignored 1 rows whose class is outside [0, 13)"]
 
 
 def test_report_accounts_for_every_recording(converted):
@@ -242,7 +245,8 @@ def test_resume_redoes_only_missing_shards(tree, converted, tmp_path):
 def test_killed_parallel_cli_run_resumes_to_identical_bytes(tree, converted, tmp_path):
     cmd = [sys.executable, str(REPO / "data_tools" / "convert_starss23.py"), "--root", str(tree),
            "--out", str(tmp_path), "--workers", "2", "--sample-rate", "16000", "--fps", "10",
-           "--frame-size", "16", "32", "--clip-s", "1", "--items-per-shard", "2", "--quiet"]
+           "--frame-size", "16", "32", "--clip-s", "1", "--items-per-shard", "2",
+           "--validation-fraction", "0", "--quiet"]  # as ``converted``: no validation split
     out = build.dataset_dir(tmp_path, starss23.DATASET, CFG)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

@@ -96,15 +96,17 @@ def test_every_clip_is_reported_and_only_good_ones_written(converted):
     assert "unlisted" in entries["unlisted-5"]["reason"]
     ids = {split: sorted(storage.open_split(converted, split)[i]["clip_id"].decode()
                          for i in range(s["per_split"][split]["clips"]))
-           for split in ("train", "test")}
-    assert ids == {"train": ["abc-DEF_12-30", "four_ch-10"], "test": ["xyz123-0"]}
+           for split in ("train", "validation", "test")}
+    # The default --validation-fraction 0.1 holds out one of the 6 listed train videos.
+    assert ids == {"train": ["abc-DEF_12-30"], "validation": ["four_ch-10"],
+                   "test": ["xyz123-0"]}
     # 640x360-style sources are flagged (stretched to 2:1), not rejected.
     assert any("not 2:1" in w for w in entries["xyz123-0"]["warnings"])
 
 
 def test_channel_map_and_equirect_agree_on_the_source(converted):
     records = []
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
         src = storage.open_split(converted, split)
         records += [src[i] for i in range(len(src))]
     assert len(records) == len(SOURCES)

@@ -179,6 +179,142 @@ def test_parts_round_trip_and_unfinished_runs_raise(tmp_path):
     np.testing.assert_array_equal(source[0]["detections"], a.to_rows())
 
 
+def test_merge_faces_keeps_one_object_and_the_faces_class_vote():
+    # Object A (az 0): class 1 on two side faces (0.5 + 0.4), class 2 on one side face (0.6)
+    # and on a polar face (0.9, counting 0.3 x 0.9); so class 1 wins 0.9 to 0.87, at its
+    # best box. Object B, 40 deg away (more than its 20 deg size), stays its own object.
+    # Object C is seen only on a polar face: 0.3 x 0.5 is under min_score 0.25, dropped.
+    d = _dets([0, 0, 0, 0, 0, 0, 1], [1, 1, 2, 2, 3, 4, 1],
+              [0.0, 0.05, 0.02, 0.01, np.radians(40), 2.0, 0.0], 0.0, w=0.35, h=0.35,
+              score=[0.5, 0.4, 0.6, 0.9, 0.3, 0.5, 0.3])
+    polar = np.array([0, 0, 0, 1, 0, 1, 0], bool)
+    merged = detect.merge_faces(d, np.where(polar, 0.3, 1.0), min_score=0.25)
+    assert merged.cls.tolist() == [1, 3, 1] and merged.frame.tolist() == [0, 0, 1]
+    assert merged.azimuth[0] == 0.0 and merged.score[0] == np.float32(0.5)
+    # Frames never merge; a group's size is the larger box's (a small box inside a big one).
+    wide = _dets([0, 0], [5, 5], [0.0, 0.3], 0.0, w=[0.7, 0.05], h=[0.7, 0.05], score=0.5)
+    assert len(detect.merge_faces(wide, np.ones(2), 0.25)) == 1
+    # Near a pole the azimuth span of a box is wide; its size on the sphere is not.
+    polar_box = _dets([0], [1], [0.0], [np.radians(80)], w=2.0, h=0.2)
+    np.testing.assert_allclose(detect.angular_size(polar_box), 2.0 * np.cos(np.radians(80)),
+                               rtol=1e-5)
+
+
+def _sidecar(dataset_dir, split: str, clips: dict[str, Detections]) -> None:
+    """A detections sidecar as ``data_tools/detect.py`` writes it (one part)."""
+    out = detect.sidecar_dir(dataset_dir, split)
+    out.mkdir(parents=True)
+    detect.save_part(out / detect.part_name(0, len(clips)), clips)
+    (out / "config.json").write_text(f'{{"num_clips": {len(clips)}}}')
+
+
+def test_objects_come_from_the_detections_of_the_frames_the_crop_keeps():
+    # A 3 s clip at 10 fps; one tracked object whose azimuth is 0.01 x its video frame, and
+    # one untracked detection per frame at elevation 0.01 x frame. Random 1 s crops, every
+    # 2nd frame kept: both objects are placed where they are seen in the kept frame nearest
+    # the crop's centre, whatever the crop.
+    from spatialav.data import pipeline, schema
+
+    fps, n = 10.0, 30
+    tracked = _dets(np.arange(n), 3, 0.01 * np.arange(n), 0.5, num_frames=n)
+    tracked = dataclasses.replace(tracked, track=np.zeros(n))
+    loose = _dets(np.arange(n), 4, 2.0, 0.01 * np.arange(n), num_frames=n)
+    dets = detect._concat([tracked, loose], n)
+    jpeg = schema.encode_jpeg(np.zeros((8, 16, 3), np.uint8))
+    record = {"clip_id": b"c0", "audio": np.zeros((3 * 800, 4), np.int16), "sample_rate": 800,
+              "fps": fps, "frames": np.array([jpeg] * n, dtype=object)}
+    source = detect.DetectionsSource([record], {"c0": dets})
+    cfg = pipeline.PipelineConfig(crop_s=1.0, frame_stride=2, rotation="none", num_objects=3,
+                                  objects_from="detections")
+    starts = set()
+    for seed in range(12):
+        ex = pipeline.prepare_clip(source[0], np.random.default_rng(seed), cfg, augment=True)
+        v0 = int(round(float(ex["t0"]) * fps))
+        kept = v0 + np.arange(0, 10, 2)  # the video frames of the crop
+        middle = kept[np.argmin(np.abs(kept - kept.mean()))]
+        starts.add(v0)
+        assert ex["object_valid"].tolist() == [True, True, False]
+        np.testing.assert_allclose(ex["object_dirs"][:2], [[0.01 * middle, 0.5],
+                                                           [2.0, 0.01 * middle]], atol=1e-6)
+    assert len(starts) > 3  # the crops moved
+    # Object-centred viewpoints (avsa) follow the same detections.
+    views = dataclasses.replace(cfg, num_objects=0, num_views=2, view_sampling="objects",
+                                view_jitter=0.0, view_min_separation=0.5)
+    ex = pipeline.prepare_clip(source[0], np.random.default_rng(0), views, augment=True)
+    kept = int(round(float(ex["t0"]) * fps)) + np.arange(0, 10, 2)
+    middle = kept[np.argmin(np.abs(kept - kept.mean()))]
+    got = sorted(map(tuple, np.round(ex["view_dirs"], 5)))
+    np.testing.assert_allclose(got, sorted([(0.01 * middle, 0.5), (2.0, 0.01 * middle)]),
+                               atol=1e-5)
+
+
+def test_the_loader_reads_a_datasets_sidecar_and_refuses_one_of_another_build(tmp_path):
+    from test_cli_errors import write_dataset
+
+    from spatialav.data import pipeline
+
+    data = write_dataset(tmp_path / "plain" / "cfg" / "1.0.0", {"train": 4})
+    clips = {f"train/{i}": _dets(np.arange(10), 1, 0.1 * i, -0.2, num_frames=10)
+             for i in range(4)}
+    cfg = pipeline.PipelineConfig(rotation="none", num_objects=2, objects_from="detections")
+    loader = dict(split="train", batch_size=4, seed=0, shard=(0, 1))
+    with pytest.raises(FileNotFoundError, match=r"compute them with python data_tools/detect"
+                                                r"\.py --data \S+ --split train"):
+        pipeline.make_loader(data, cfg, **loader)
+    _sidecar(data, "train", dict(list(clips.items())[:3]))
+    with pytest.raises(ValueError, match="detections of 3 clips but split 'train' of"):
+        pipeline.make_loader(data, cfg, **loader)
+    for path in detect.sidecar_dir(data, "train").iterdir():
+        path.unlink()
+    detect.sidecar_dir(data, "train").rmdir()
+    _sidecar(data, "train", clips)
+    batch = next(iter(pipeline.make_loader(data, cfg, **loader)))
+    np.testing.assert_allclose(batch["object_dirs"][:, 0, 0], 0.1 * batch["index"], atol=1e-6)
+    assert batch["object_valid"].sum(1).tolist() == [1] * 4
+    # Detections made on another frame count would point at other times.
+    src = detect.DetectionsSource([{"clip_id": b"c", "frames": [b""] * 8}],
+                                  {"c": Detections.empty(10)}, origin="here")
+    with pytest.raises(ValueError, match="here: clip 'c' has 8 frames but its detections"):
+        src[0]
+
+
+@pytest.mark.slow
+def test_pretraining_on_objects_from_detections_counts_them(tmp_path, capsys):
+    # Clip i has i % 3 tracked objects. A global batch of 4 is the whole train split, so every
+    # step sees each clip once: 0.75 objects per clip on average, half the clips with one.
+    import json
+
+    from test_cli_errors import write_dataset
+
+    from spatialav import pretrain
+
+    data = write_dataset(tmp_path / "plain" / "cfg" / "1.0.0", {"train": 4, "validation": 2})
+
+    def clip(i):
+        return detect._concat([dataclasses.replace(
+            _dets(np.arange(10), 1, 1.5 * k, 0.1, w=0.5, h=0.5, num_frames=10),
+            track=np.full(10, k)) for k in range(i % 3)], 10)
+
+    argv = ["--task", "avsa-objects", "--config", "tiny", "--data", str(data), "--steps", "2",
+            "--set", "data.pipeline.objects_from=detections", "--workdir", str(tmp_path / "w")]
+    _sidecar(data, "train", {f"train/{i}": clip(i) for i in range(4)})
+    assert pretrain.main(argv) == 1  # no validation sidecar: named, with the command
+    err = capsys.readouterr().err
+    assert f"expected {detect.sidecar_dir(data, 'validation')})" in err
+    assert f"python data_tools/detect.py --data {data} --split train validation" in err
+    _sidecar(data, "validation", {f"validation/{i}": clip(i + 1) for i in range(2)})
+    assert pretrain.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "objects per training clip (from detections): 0.75 of at most 3; 50.0 %" in out
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["objects"] == {"from": "detections", "max_objects": 3, "logged_steps": 1,
+                                  "objects_per_clip": 0.75, "clips_with_objects": 0.5,
+                                  "sidecar": str(detect.sidecar_dir(data, "train"))}
+    ev = summary["eval"]  # validation clips 1 and 2: 1 and 2 objects
+    assert ev["objects_per_clip"] == 1.5 and ev["clips_with_objects"] == 1.0
+    assert 0 <= ev["objects_acc"] <= 1 and summary["step"] == 2
+
+
 # --- with the shipped detector ----------------------------------------------------------------
 
 
@@ -318,7 +454,7 @@ def _load_tool(name):
     return module
 
 
-def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path):
+def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path, capsys):
     from spatialav.data import pipeline, storage, synthetic
     from spatialav.synth import SceneConfig
 
@@ -335,8 +471,10 @@ def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path):
     parts[1].unlink()
     tool.main(["--data", str(data), "--split", "train", "--part-size", "2"])
     assert parts[0].stat().st_mtime_ns == first and parts[1].exists()
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(SystemExit) as stop:  # a user error: one line, no traceback
         tool.main(["--data", str(data), "--split", "train", "--conf", "0.5"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "other settings" in err and str(out) in err
 
     dets = detect.load_detections(data, "train")
     src = storage.open_split(data, "train")

@@ -125,8 +125,9 @@ def test_a_run_is_done_only_when_its_training_finished_unpreempted(tmp_path):
                       ds.Run("localise", "avsa", "foa", 0))
 
     def write(run, name, data):
-        run.workdir(tmp_path).mkdir(parents=True, exist_ok=True)
-        (run.workdir(tmp_path) / name).write_text(json.dumps(data))
+        path = run.workdir(tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
 
     assert not ds.is_done(pre, tmp_path, preset)
     write(pre, "summary.json", {"step": 1, "preempted": False})
@@ -138,9 +139,10 @@ def test_a_run_is_done_only_when_its_training_finished_unpreempted(tmp_path):
     # a SIGTERM'd probe still writes probe.json after its preempted training
     write(seld, "probe.json", {"metrics": {}})
     assert not ds.is_done(seld, tmp_path, preset)
-    write(seld, "summary.json", {"step": 1, "preempted": True})
-    assert not ds.is_done(seld, tmp_path, preset)
-    write(seld, "summary.json", {"step": 2, "preempted": False})
+    write(seld, "seed0/summary.json", {"step": 2, "preempted": False})
+    write(seld, "seed1/summary.json", {"step": 1, "preempted": True})
+    assert not ds.is_done(seld, tmp_path, preset)  # one probe seed's head was preempted
+    write(seld, "seed1/summary.json", {"step": 2, "preempted": False})
     assert ds.is_done(seld, tmp_path, preset)
     write(loc, "probe.json", {"metrics": {}})  # localisation trains nothing
     assert ds.is_done(loc, tmp_path, preset)

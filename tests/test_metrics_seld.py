@@ -204,8 +204,9 @@ def test_csv_round_trip(tmp_path):
     [
         ("0,1,0,10,5\n1,x,0,10,5\n", "integers"),
         ("0,1,0,10,5\n1,1,0,ten,5\n", "numbers"),
-        ("0,1,0,10,5\n1,1,0,10\n", "5 or 6"),
-        ("0,1,0,10,5\n1,13,0,10,5\n", "class 13 out of range"),
+        ("0,1,0,10,5\n1,1,0\n", "4, 5 or 6"),
+        ("0,1,0,10,5\n1,1,0,10,5,100,7\n", "4, 5 or 6"),
+        ("0,1,0,10,5\n1,-1,0,10,5\n", "non-negative"),
         ("0,1,0,10,5\n1,1,0,181,5\n", "azimuth"),
         ("0,1,0,10,5\n1,1,0,10,-91\n", "elevation"),
         ("0,1,0,10,5\n1,1,0,10,5,-3\n", "distance"),
@@ -216,6 +217,29 @@ def test_bad_csv_names_file_and_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=rf"bad\.csv:2: .*{message}"):
         read_dcase_csv(path, n_classes=13)
+
+
+def test_four_column_files_read_as_track_zero(tmp_path):
+    (tmp_path / "four.csv").write_text("3,2,-45.5,10\n3,2,90,0\n5,0,180,-90\n")
+    (tmp_path / "five.csv").write_text("3,2,0,-45.5,10\n3,2,0,90,0\n5,0,0,180,-90\n")
+    four, five = (read_dcase_csv(tmp_path / f"{n}.csv", n_classes=3) for n in ("four", "five"))
+    np.testing.assert_array_equal(four, five)
+    assert four[:, 2].tolist() == [0, 0, 0] and np.isnan(four[:, 5]).all()
+    # Two same-class events of one frame, both track 0, still fill two ACCDOA tracks.
+    accdoa, _ = rows_to_accdoa(four, n_frames=6, n_classes=3)
+    np.testing.assert_allclose(accdoa[3, :2, 2, 1], [np.sin(np.radians(-45.5))
+                                                     * np.cos(np.radians(10)), 1.0], atol=1e-6)
+
+
+def test_rows_of_unknown_classes_are_dropped_counted_and_warned_once(tmp_path):
+    path = tmp_path / "ref.csv"
+    path.write_text("0,1,0,10,5\n0,13,0,10,5\n1,20,1,10,5\n2,12,0,-10,5\n")
+    with pytest.warns(UserWarning, match=r"ref\.csv: ignored 2 rows whose class is outside "
+                                         r"\[0, 13\)") as caught:
+        rows = read_dcase_csv(path, n_classes=13)
+    assert len(caught) == 1
+    np.testing.assert_array_equal(rows[:, :2], [[0, 1], [2, 12]])
+    assert len(read_dcase_csv(path)) == 4  # no class list: every row kept
 
 
 def test_rows_to_accdoa_layout():

@@ -12,7 +12,7 @@ import pytest
 from toy_training import checkpoint_params  # noqa: E402
 
 from spatialav import pretrain
-from spatialav.data import synthetic
+from spatialav.data import storage, synthetic
 
 TINY = ["--config", "tiny"]
 
@@ -122,6 +122,54 @@ def test_dataset_without_what_the_task_needs(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "has no ['boxes']" in err and str(out) in err
+
+
+@pytest.mark.slow
+def test_a_converted_folder_trains_with_the_default_flags(tmp_path, capsys):
+    """Convert as the README says, train on it as the README says: the default carve gives a
+    validation split even to 5 recordings, and its one clip degrades the probe (NaN, one
+    warning) instead of stopping the run at its first validation."""
+    from test_cli_errors import tool
+    from test_convert_folder import write_scene
+
+    # 4 train clips: one batch of the tiny preset without repeating a clip.
+    for i, az in enumerate((-120.0, -60.0, 0.0, 60.0, 120.0)):
+        write_scene(tmp_path / "videos" / f"v{i}.mp4", az, 10.0)
+    out = tool("convert_folder").main(["--root", str(tmp_path / "videos"), "--out",
+                                       str(tmp_path / "data"), "--layout", "ambix",
+                                       "--frame-size", "32", "64", "--workers", "1", "--quiet"])
+    splits = storage.load_builder(out).info.splits
+    assert {s: splits[s].num_examples for s in splits} == {"train": 4, "validation": 1}
+    with pytest.warns(UserWarning, match="has 1 clip; the binary AVSA probe needs at least 2"):
+        code = pretrain.main(["--task", "avsa", *TINY, "--data", out, "--steps", "4",
+                              "--set", "eval.every=2", "--workdir", str(tmp_path / "w")])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["step"] == 4 and np.isfinite(summary["final"]["loss"])
+    ev = summary["eval"]
+    assert np.isnan(ev["avsa_probe"]) and 0 <= ev["avsa_pairwise"] <= 1 and ev["avc_chance"] == 1
+    evals = [line for line in (tmp_path / "w" / "logs" / "metrics.jsonl").read_text()
+             .splitlines() if "eval/avsa_pairwise" in line]
+    assert len(evals) == 2  # at step 2 and at the last step
+
+
+def test_a_dataset_without_validation_clips_trains_without_the_hook(tmp_path, capsys):
+    from test_cli_errors import write_dataset
+
+    from spatialav.train import mesh as mesh_lib
+
+    cfg = pretrain.build_config(pretrain.parse_args(["--task", "avsa", *TINY]))
+    mesh = mesh_lib.make_mesh()
+    one = write_dataset(tmp_path / "one" / "cfg" / "1.0.0", {"train": 1})
+    assert pretrain.validation_hooks(cfg, one, mesh) == []
+    err = capsys.readouterr().err
+    assert f"the validation split of {one} is missing (it has ['train'])" in err
+    empty = write_dataset(tmp_path / "empty" / "cfg" / "1.0.0", {"train": 1, "validation": 0})
+    assert pretrain.validation_hooks(cfg, empty, mesh) == []
+    assert f"the validation split of {empty} is empty" in capsys.readouterr().err
+    two = write_dataset(tmp_path / "two" / "cfg" / "1.0.0", {"train": 1, "validation": 2})
+    assert [type(h).__name__ for h in pretrain.validation_hooks(cfg, two, mesh)] == [
+        "ValidationHook"]
 
 
 def test_help_documents_every_option(capsys):

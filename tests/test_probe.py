@@ -1,5 +1,6 @@
-"""The probe CLI end to end on the tiny preset: classify, seld (with distance and CSVs) and
-localise run and report; --help documents every option; bad input fails cleanly."""
+"""The probe CLI end to end on the tiny preset: classify, seld (with distance and CSVs), doa
+(cached and fine-tuned, on a label subset) and localise run and report; --help documents
+every option; bad input fails cleanly."""
 
 import json
 
@@ -20,7 +21,7 @@ def test_help_documents_every_option(capsys):
         probe.main(["--help"])
     out = capsys.readouterr().out
     for opt in ("--head", "--init", "--config", "--format", "--data", "--workdir", "--steps",
-                "--finetune", "--write-csv", "--set", "classify", "seld", "localise",
+                "--finetune", "--write-csv", "--set", "classify", "seld", "doa", "localise",
                 "separate"):
         assert opt in out
 
@@ -37,8 +38,10 @@ def test_bad_input_fails_cleanly(tmp_path, capsys):
 def test_classify_and_seld_cli(tiny_root, tmp_path):
     assert _run("classify", tiny_root, tmp_path / "c", "--steps", "3") == 0
     result = json.loads((tmp_path / "c" / "probe.json").read_text())
-    assert result["train"]["step"] == 3
+    assert [r["step"] for r in result["train"]] == [3, 3, 3]  # one head per probe seed
     assert 0.0 <= result["metrics"]["mAP"] <= 1.0 and result["metrics"]["clips"] == 2
+    lo, hi = result["ci95"]["mAP"]
+    assert lo <= result["metrics"]["mAP"] <= hi or lo == hi
 
     assert _run("seld", tiny_root, tmp_path / "s", "--steps", "3", "--format", "stereo",
                 "--write-csv", "--set", "head.distance=true") == 0
@@ -53,6 +56,22 @@ def test_classify_and_seld_cli(tiny_root, tmp_path):
     assert len(csvs) == 2
     for path in csvs:  # valid DCASE files (possibly empty after 3 steps)
         read_dcase_csv(path, n_classes=14)
+
+
+@pytest.mark.slow
+def test_doa_cli_cached_and_finetuned_train_on_the_same_label_subset(tiny_root, tmp_path):
+    runs = {}
+    for name, extra in (("cached", ()), ("finetuned", ("--finetune",))):
+        assert _run("doa", tiny_root, tmp_path / name, "--steps", "2", "--set", "eval.seeds=2",
+                    "--set", "label_fraction=0.25", *extra) == 0
+        runs[name] = json.loads((tmp_path / name / "probe.json").read_text())
+    assert "features" in runs["cached"] and "features" not in runs["finetuned"]
+    for result in runs.values():
+        assert [(r["seed"], r["labelled_clips"]) for r in result["train"]] == [(0, 2), (1, 2)]
+        m, ci = result["metrics"], result["ci95"]
+        assert 0 <= m["median_deg"] <= 180 and 0 <= m["within_20deg"] <= 1
+        assert ci["mean_deg"][0] <= ci["mean_deg"][1]
+        assert len(result["per_seed"]) == 2
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
+from spatialav import detect
 from spatialav.data import schema, storage
 from spatialav.data import transforms as T
 
@@ -127,18 +128,17 @@ def prepare_clip(record: dict, rng: np.random.Generator, cfg: PipelineConfig, *,
         "rotation": R,
         "t0": np.float32(t0),
     }
+    centre = (len(jpegs) - 1) / 2  # in kept-frame numbers, as the cropped rows are
     if cfg.num_views:
         centres = None
         if cfg.view_sampling == "objects":
-            centres = T.rotate_directions(R, object_centres(record, jpegs, t0, fps, cfg))
+            centres = T.rotate_directions(R, object_centres(record, rows, centre, cfg))
         out["view_dirs"] = T.sample_viewpoints(
             rng, cfg.num_views, cfg.view_min_separation, cfg.view_elevation,
             centres=centres, jitter=cfg.view_jitter)
     if cfg.num_objects:
-        centre = (len(jpegs) - 1) / 2  # in kept-frame numbers, as the cropped rows are
-        objects = (T.box_objects(rows) if cfg.objects_from == "gt"
-                   else T.detection_objects(rows, centre, cfg.detection_min_score))
-        dirs, valid, cls, ids = T.select_objects(rng, objects, cfg.num_objects, centre)
+        dirs, valid, cls, ids = T.select_objects(rng, crop_objects(rows, centre, cfg),
+                                                 cfg.num_objects, centre)
         out.update(object_dirs=T.rotate_directions(R, dirs), object_valid=valid,
                    object_class=cls, object_id=ids)
     if "labels" in record:
@@ -153,25 +153,28 @@ def prepare_clip(record: dict, rng: np.random.Generator, cfg: PipelineConfig, *,
     return out
 
 
-def object_centres(record: dict, jpegs, t0: float, fps: float,
+def crop_objects(rows: np.ndarray, centre: float, cfg: PipelineConfig) -> np.ndarray:
+    """The object table (``transforms.O_*`` columns) of a crop's boxes or detections rows,
+    cut to the crop by ``time_crop``: only objects seen in the frames the crop keeps."""
+    if cfg.objects_from == "gt":
+        return T.box_objects(rows)
+    return T.detection_objects(rows, centre, cfg.detection_min_score)
+
+
+def object_centres(record: dict, rows: np.ndarray, centre: float,
                    cfg: PipelineConfig) -> np.ndarray:
-    """Ground-truth object directions ``[N, 2]`` of a record (before the clip's rotation): the
-    sources and distractors of a synthetic clip, else the boxes seen nearest the crop centre,
-    else none."""
-    if "source_direction" in record:
+    """Object directions ``[N, 2]`` for object-centred views (before the clip's rotation):
+    with ``objects_from='gt'`` the sources and distractors of a synthetic clip, else each
+    object of the crop's boxes or detections (``crop_objects``) where it is seen nearest the
+    crop's centre frame."""
+    if cfg.objects_from == "gt" and "source_direction" in record:
         parts = [record["source_direction"], record.get("distractor_direction")]
         return np.concatenate([p.reshape(-1, 2) for p in parts if p is not None]).astype(
             np.float32)
-    if "boxes" in record:
-        v0 = int(round(t0 * fps))
-        boxes = record["boxes"].copy()
-        boxes[:, T.B_FRAME] -= v0
-        centre = (len(jpegs) - 1) * cfg.frame_stride / 2
-        objects = T.box_objects(boxes)
-        dirs, valid, _, _ = T.select_objects(None, objects, len(np.unique(objects[:, T.O_ID])),
-                                             centre)
-        return dirs[valid]
-    return np.zeros((0, 2), np.float32)
+    objects = crop_objects(rows, centre, cfg)
+    dirs, valid, _, _ = T.select_objects(None, objects, len(np.unique(objects[:, T.O_ID])),
+                                         centre)
+    return dirs[valid]
 
 
 class _Prepare(grain.transforms.MapWithIndex):
@@ -204,6 +207,23 @@ def resolve_shard(shard) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def needs_detections(cfg: PipelineConfig) -> bool:
+    """Whether ``cfg`` reads a record's ``detections`` rows (objects or object-centred views)."""
+    uses_objects = cfg.num_objects > 0 or (cfg.num_views > 0 and cfg.view_sampling == "objects")
+    return cfg.objects_from == "detections" and uses_objects
+
+
+def open_source(dataset_dir, split: str, cfg: PipelineConfig):
+    """A split of a dataset directory as ``cfg`` reads it: when it takes objects from
+    detections that the dataset does not store inline, each record gets the split's
+    precomputed detections sidecar (``detect.with_detections``; ``data_tools/detect.py``
+    writes it)."""
+    source = storage.open_split(dataset_dir, split)
+    if needs_detections(cfg) and "detections" not in storage.read_spec(dataset_dir).groups:
+        source = detect.with_detections(source, storage.find_dataset_dir(dataset_dir), split)
+    return source
+
+
 def make_dataset(
     source,
     cfg: PipelineConfig,
@@ -217,7 +237,7 @@ def make_dataset(
 ) -> grain.MapDataset:
     """This process's batches as a random-access ``grain.MapDataset`` (see ``make_loader``)."""
     if isinstance(source, str | os.PathLike):
-        source = storage.open_split(source, split)
+        source = open_source(source, split, cfg)
     if cfg.cache_records:
         source = storage.RecordCache(source, drop=SEPARATION_FIELDS)
     train = split == "train" if train is None else train
@@ -253,7 +273,8 @@ def make_loader(
 ) -> grain.IterDataset:
     """Per-process batches of ``split`` as a ``grain.IterDataset``.
 
-    ``source``: a dataset directory (``storage.open_split``) or a random-access source.
+    ``source``: a dataset directory (``open_source``: with its detections sidecar when ``cfg``
+    takes objects from detections) or a random-access source.
     ``batch_size``: per process. ``seed``: in [0, 2**32); fixes order and augmentations.
     ``shard``: None (this JAX process of all), a ``grain.sharding.ShardOptions`` or an
     explicit (index, count). ``workers``: grain worker processes (0: in this process).

@@ -135,7 +135,11 @@ def find_dataset_dir(path: str | os.PathLike) -> Path:
 def load_builder(path: str | os.PathLike) -> tfds.core.DatasetBuilder:
     """The TFDS read-only builder of a spatialav dataset, its schema checked."""
     dataset_dir = find_dataset_dir(path)
-    builder = tfds.builder_from_directory(dataset_dir)
+    try:
+        builder = tfds.builder_from_directory(dataset_dir)
+    except Exception as err:  # TFDS raises protobuf / JSON / OS errors for a broken info file
+        raise ValueError(f"{dataset_dir} is not a readable TFDS dataset: "
+                         f"{type(err).__name__}: {err}") from None
     check_schema(dataset_dir, builder.info)
     return builder
 

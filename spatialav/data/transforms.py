@@ -13,8 +13,8 @@ viewpoint in front, ``to_format``; applied to waveforms by ``apply_mix`` and to 
 per clip by ``features.encoder_input_mixed``), ``view_crops`` (the viewpoint's gnomonic crop
 sequence of the R-rotated frames, sampled once from the stored ones), ``object_views``
 (beams toward each object + object-centred crops) and ``to_format``. Conventions are
-DESIGN.md §2: radians, ambiX (W, Y, Z, X), out(u) = in(Rᵀu) for frames, [X, Y, Z] ← R [X, Y,
-Z] for audio.
+docs/DESIGN.md §2: radians, ambiX (W, Y, Z, X), out(u) = in(Rᵀu) for frames,
+[X, Y, Z] ← R [X, Y, Z] for audio.
 """
 
 from __future__ import annotations

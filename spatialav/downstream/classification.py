@@ -61,32 +61,54 @@ def classification_metrics(scores, targets) -> dict[str, float]:
             "clips": int(len(scores))}
 
 
+class ClassifyHead(nnx.Module):
+    """Embedding ``[B, D]`` -> ``[B, C]`` logits: a parameter-free normalisation, then linear.
+
+    The normalisation keeps the probe linear in the embedding while putting every encoder's
+    embedding at one scale, so one learning rate suits all inits."""
+
+    def __init__(self, dim: int, n_classes: int, *, rngs: nnx.Rngs):
+        self.norm = nnx.LayerNorm(dim, use_scale=False, use_bias=False, rngs=rngs)
+        self.linear = nnx.Linear(dim, n_classes, rngs=rngs)
+
+    def __call__(self, emb):
+        return self.linear(self.norm(emb.astype(jnp.float32)))
+
+
 class ClassifyProbe(nnx.Module):
-    """Pooled audio (+ visual) embedding -> linear layer -> ``[B, C]`` logits."""
+    """Pooled audio (+ visual) embedding -> ``ClassifyHead`` -> ``[B, C]`` logits."""
 
     def __init__(self, encoders, n_classes: int, *, use_video: bool = False, rngs: nnx.Rngs):
         self.audio, self.fmt, self.feature_cfg = encoders.audio, encoders.fmt, encoders.feature_cfg
         self.video = encoders.video if use_video else None
         dim = encoders.config.embed_dim * (2 if use_video else 1)
-        self.norm = nnx.LayerNorm(dim, use_scale=False, use_bias=False, rngs=rngs)
-        self.linear = nnx.Linear(dim, n_classes, rngs=rngs)
+        self.head = ClassifyHead(dim, n_classes, rngs=rngs)
 
     def __call__(self, audio, frames=None):
         emb = self.audio(features.encoder_input(audio, self.fmt, self.feature_cfg))[0]
         if self.video is not None:
             emb = jnp.concatenate([emb, self.video(frames)[0]], axis=-1)
-        # A parameter-free normalisation keeps the probe linear in the embedding while putting
-        # every encoder's embedding at one scale, so one learning rate suits all inits.
-        return self.linear(self.norm(emb.astype(jnp.float32)))
+        return self.head(emb)
 
 
-def make_loss_fn(pcfg, n_classes: int):
-    """Trainer ``loss_fn`` for a ``ClassifyProbe``: mean binary cross-entropy."""
+def cached_embedding(batch):
+    """The ``ClassifyHead`` input of a batch of cached features (``feature_cache``): the pooled
+    audio embedding, with the pooled visual one appended when the cache has it."""
+    if "video" in batch:
+        return jnp.concatenate([batch["pooled"], batch["video"]], axis=-1)
+    return batch["pooled"]
+
+
+def make_loss_fn(pcfg, n_classes: int, cached: bool = False):
+    """Trainer ``loss_fn``: mean binary cross-entropy of a ``ClassifyProbe`` on clip batches,
+    or (``cached``) of a ``ClassifyHead`` on batches of cached features."""
     from spatialav.data import pipeline
     from spatialav.downstream.seld import format_audio
 
     def loss_fn(model, batch, rng, step):
-        if model.video is not None:
+        if cached:
+            logits = model(cached_embedding(batch))
+        elif model.video is not None:
             x = pipeline.device_inputs(batch, pcfg)
             logits = model(x["audio"], x["frames"])
         else:

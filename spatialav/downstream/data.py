@@ -8,8 +8,11 @@ synthetic set has the source bank's 14 classes.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 from spatialav.data import storage
 
@@ -64,3 +67,24 @@ def class_names(dataset_dir) -> tuple[str, ...]:
     raise ValueError(f"{dataset_dir}/metadata.json has no 'classes' list and {name!r} is not "
                      "the synthetic set; a labelled dataset must list its classes there "
                      "(the converters in spatialav.data.convert do)")
+
+
+def label_subset(n_clips: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of the training clips whose labels a head may use: the first
+    ``ceil(fraction x n_clips)`` (at least one) of a permutation drawn with ``seed``, so for one
+    seed the subsets are nested (1 % in 10 % in 100 %)."""
+    order = np.random.default_rng(seed).permutation(n_clips)
+    return np.sort(order[: max(1, math.ceil(fraction * n_clips - 1e-9))])
+
+
+class Subset:
+    """The records ``index`` of a random-access source (picklable, for grain's workers)."""
+
+    def __init__(self, source, index):
+        self.source, self.index = source, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.source[int(self.index[i])]

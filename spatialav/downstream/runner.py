@@ -1,10 +1,12 @@
 """Train a head with the shared trainer, then score it on the evaluation split.
 
 ``run(cfg, workdir)`` loads the encoders (``encoders.load_encoders``), checks the dataset has
-DCASE labels, trains the head (classify, seld; localisation needs no training) with
-``spatialav.train.Trainer`` and a head-specific ``loss_fn``, scores it on ``cfg.eval.split``
-and writes ``probe.json`` (also returned). ``separate`` is delegated to
-``spatialav.downstream.separation.run(cfg, workdir)``.
+DCASE labels, trains the head (classify, seld, doa; localisation needs no training) with
+``spatialav.train.Trainer`` and a head-specific ``loss_fn``, once per probe seed, scores the
+heads on ``cfg.eval.split`` with bootstrap intervals (``train_and_score``) and writes
+``probe.json`` (also returned). Frozen encoders run once over the data and the heads train on
+their cached outputs (``feature_cache``); ``finetune`` trains encoders and head on clips.
+``separate`` is delegated to ``spatialav.downstream.separation.run(cfg, workdir)``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import jax
@@ -22,10 +25,10 @@ from flax import nnx
 
 from spatialav import configs
 from spatialav.data import pipeline, storage
-from spatialav.downstream import classification, data, localisation, seld
+from spatialav.downstream import classification, data, doa, feature_cache, localisation, seld
 from spatialav.downstream.config import ProbeConfig
 from spatialav.downstream.encoders import Encoders, load_encoders
-from spatialav.metrics.seld import SELDEvaluator
+from spatialav.metrics.bootstrap import bootstrap
 
 
 def run(cfg: ProbeConfig, workdir: str, separation_overrides=()) -> dict:
@@ -53,14 +56,7 @@ def run(cfg: ProbeConfig, workdir: str, separation_overrides=()) -> dict:
                 "frame_stride"], view_size=_size(p["view_size"]))
         out["metrics"] = evaluate_localisation(cfg, pcfg, enc, dataset, workdir)
     else:
-        model, train_summary = train_head(cfg, pcfg, enc, dataset, len(classes), workdir)
-        if train_summary["preempted"]:
-            raise data.HeadPreempted(train_summary["step"], workdir)
-        out["train"] = {"step": train_summary["step"], "final": train_summary["final"]}
-        if cfg.task == "classify":
-            out["metrics"] = evaluate_classification(cfg, pcfg, model, dataset, len(classes))
-        else:
-            out["metrics"] = evaluate_seld(cfg, pcfg, model, dataset, len(classes), workdir)
+        out.update(train_and_score(cfg, pcfg, enc, dataset, len(classes), workdir))
     out["workdir"] = os.path.abspath(workdir)
     if jax.process_index() == 0:
         Path(workdir, "probe.json").write_text(json.dumps(_json(out), indent=2))
@@ -110,7 +106,9 @@ def check_workdir(workdir: str, cfg: ProbeConfig, enc: Encoders):
     with others."""
     path = Path(workdir) / "config.json"
     head = {k: v for k, v in dataclasses.asdict(cfg.head).items() if k not in DECODE_FIELDS}
-    mine = {"task": cfg.task, "encoders": enc.describe(), "head": head}
+    mine = {"task": cfg.task, "encoders": enc.describe(), "head": head,
+            "label_fraction": cfg.label_fraction,
+            "cache": {k: v for k, v in dataclasses.asdict(cfg.cache).items() if k != "dir"}}
     if path.exists():
         old = json.loads(path.read_text())
         old["head"] = {k: v for k, v in old.get("head", {}).items() if k not in DECODE_FIELDS}
@@ -125,39 +123,167 @@ def check_workdir(workdir: str, cfg: ProbeConfig, enc: Encoders):
 # --- training ---------------------------------------------------------------------------------
 
 
+def train_and_score(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int,
+                    workdir: str) -> dict:
+    """One head per probe seed (``eval.seeds``: ``train.seed``, ``train.seed + 1``, ...), each
+    in ``workdir/seed<s>``, all scored on the same evaluation clips. Each trains on the labels
+    of ``label_fraction`` of the training clips, a subset drawn with its seed
+    (``data.label_subset``: nested across fractions).
+
+    Frozen encoders: their outputs are computed once and cached (``feature_cache``) and every
+    head trains on the cached arrays. ``finetune``: every head trains with its own copy of the
+    encoders on clips (``train_head``), and its evaluation inputs come from its own encoders.
+    Either way one function turns a head's evaluation features into per-clip outputs and one
+    scores them (``score``): ``metrics`` holds each metric's mean over the seeds, ``ci95`` its
+    95 % bootstrap interval over the evaluation clips, ``per_seed`` the seeds' own values.
+    """
+    seeds = [cfg.train.seed + i for i in range(cfg.eval.seeds)]
+    out: dict = {"seeds": seeds, "label_fraction": cfg.label_fraction}
+    use_video = cfg.task == "classify" and cfg.head.use_video
+    if not cfg.finetune:
+        cache_dir = cfg.cache.dir or os.path.join(os.path.expanduser(cfg.data.root), "features")
+        train, ev, out["features"] = feature_cache.cached_features(
+            enc, dataset, pcfg, cache_dir, n_augment=cfg.cache.n_augment, seed=cfg.cache.seed,
+            use_video=use_video, eval_split=cfg.eval.split, eval_clips=cfg.eval.max_clips)
+        train = training_arrays(cfg, pcfg, train, n_classes)
+    n_train = len(storage.open_split(dataset, "train"))
+    outputs, runs = [], []
+    for seed in seeds:
+        scfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        sdir = os.path.join(workdir, f"seed{seed}")
+        clips = data.label_subset(n_train, cfg.label_fraction, seed)
+        t0 = time.perf_counter()
+        if cfg.finetune:
+            # its own encoders, loaded afresh: the trainer donates the buffers it trains
+            model, summary = train_head(scfg, pcfg, encoders_for(cfg), dataset, n_classes,
+                                        clips, sdir)
+            head = model.head
+            encode = feature_cache.make_encode(model.audio, enc.fmt, enc.feature_cfg, pcfg,
+                                               getattr(model, "video", None))
+            ev = feature_cache.eval_features(encode, storage.open_split(dataset, cfg.eval.split),
+                                             pcfg, n_clips=cfg.eval.max_clips,
+                                             use_video=use_video)
+        else:
+            head, summary = train_cached_head(scfg, pcfg, enc, train, n_classes, clips, sdir)
+        if summary["preempted"]:
+            raise data.HeadPreempted(summary["step"], sdir)
+        runs.append({"seed": seed, "labelled_clips": len(clips), "step": summary["step"],
+                     "final": summary["final"], "seconds": time.perf_counter() - t0})
+        outputs.append(head_outputs(cfg, pcfg, head, ev))
+    out["train"] = runs
+    out.update(score(cfg, outputs, ev, n_classes, workdir))
+    return out
+
+
+def _step_s(enc: Encoders) -> tuple[float, float]:
+    """(one encoder sequence step, one STFT hop) in seconds."""
+    hop_s = enc.feature_cfg.hop_length / enc.feature_cfg.sample_rate
+    return enc.audio.time_stride * hop_s, hop_s
+
+
+def _label_frames(pcfg) -> int:
+    return int(round(pcfg.crop_s / seld.LABEL_HOP_S))
+
+
 def build_head(cfg: ProbeConfig, enc: Encoders, n_classes: int) -> nnx.Module:
+    """The probe on audio (encoders + head) that ``train_head`` fine-tunes."""
     rngs = nnx.Rngs(cfg.train.seed + 1)
     if cfg.task == "classify":
         return classification.ClassifyProbe(enc, n_classes, use_video=cfg.head.use_video,
                                             rngs=rngs)
+    if cfg.task == "doa":
+        return doa.DOAProbe(enc, n_classes, rngs=rngs)
     return seld.SELDProbe(enc, n_classes, hidden=cfg.head.hidden, n_tracks=cfg.head.n_tracks,
                           distance=cfg.head.distance, activity=cfg.head.activity_weight > 0,
                           rngs=rngs)
 
 
-def train_head(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int, workdir: str):
-    """Train the head (and, with ``finetune``, the encoders) with the shared trainer."""
-    from spatialav.train import Trainer
-    from spatialav.train import mesh as mesh_lib
+def build_cached_head(cfg: ProbeConfig, enc: Encoders, n_classes: int) -> nnx.Module:
+    """The bare head that ``train_cached_head`` trains on cached encoder outputs: the same
+    module ``build_head``'s probe holds as ``.head``."""
+    rngs = nnx.Rngs(cfg.train.seed + 1)
+    dim = enc.config.embed_dim
+    step_s, hop_s = _step_s(enc)
+    if cfg.task == "classify":
+        return classification.ClassifyHead(dim * (2 if cfg.head.use_video else 1), n_classes,
+                                           rngs=rngs)
+    if cfg.task == "doa":
+        return doa.DOAHead(dim, n_classes, step_s=step_s, hop_s=hop_s, rngs=rngs)
+    return seld.SELDHead(dim, n_classes, hidden=cfg.head.hidden, step_s=step_s, hop_s=hop_s,
+                         n_tracks=cfg.head.n_tracks, distance=cfg.head.distance,
+                         activity=cfg.head.activity_weight > 0, rngs=rngs)
 
-    mesh = mesh_lib.make_mesh()
-    local = mesh_lib.per_process_batch_size(cfg.train.batch_size, mesh)
-    loader = pipeline.make_loader(dataset, pcfg, split="train", batch_size=local,
-                                  seed=cfg.train.seed, workers=cfg.data.workers)
-    if cfg.task == "seld":
-        n_frames = int(round(pcfg.crop_s / seld.LABEL_HOP_S))
-        loader = loader.map(seld.AddTargets(n_frames, n_classes, cfg.head.n_tracks,
-                                            need_distance=cfg.head.distance))
-        loss_fn = seld.make_loss_fn(cfg.head.distance_weight, cfg.head.activity_weight)
-    else:
-        loss_fn = classification.make_loss_fn(pcfg, n_classes)
-    model = build_head(cfg, enc, n_classes)
+
+def _add_targets(cfg: ProbeConfig, pcfg, n_classes: int) -> seld.AddTargets:
+    return seld.AddTargets(_label_frames(pcfg), n_classes, cfg.head.n_tracks,
+                           need_distance=cfg.task == "seld" and cfg.head.distance)
+
+
+def _loss_fn(cfg: ProbeConfig, pcfg, n_classes: int, cached: bool):
+    frames = _label_frames(pcfg) if cached else None
+    if cfg.task == "classify":
+        return classification.make_loss_fn(pcfg, n_classes, cached=cached)
+    if cfg.task == "doa":
+        return doa.make_loss_fn(frames)
+    return seld.make_loss_fn(cfg.head.distance_weight, cfg.head.activity_weight, frames)
+
+
+def training_arrays(cfg: ProbeConfig, pcfg, cached: dict, n_classes: int) -> dict:
+    """The cached training items a head's batches hold: the pooled embedding(s) and the crop's
+    rows for classification; the sequence and the dense ADPIT targets (computed once here,
+    not per step) for SELD and DOA. ``clip`` stays for the label subset."""
+    if cfg.task == "classify":
+        keys = ("pooled", "video", "labels", "label_mask", "clip")
+        return {k: cached[k] for k in keys if k in cached}
+    targets = _add_targets(cfg, pcfg, n_classes)(
+        {"labels": cached["labels"], "label_mask": cached["label_mask"]})
+    keep = ("accdoa", "n_events") + (("distance",) if cfg.task == "seld" else ())
+    return {"seq": cached["seq"], "clip": cached["clip"], **{k: targets[k] for k in keep}}
+
+
+def _trainer(cfg: ProbeConfig, model, loss_fn, batches, workdir: str, mesh):
+    from spatialav.train import Trainer
+
     meta = {"probe": cfg.task, "config": _json(dataclasses.asdict(cfg))}
-    trainer = Trainer(cfg.train, cfg.optim, model, loss_fn, iter(loader), workdir, meta=meta,
+    trainer = Trainer(cfg.train, cfg.optim, model, loss_fn, batches, workdir, meta=meta,
                       mesh=mesh)
     trainer.restore_latest()
     summary = trainer.run()
     return trainer.model(), summary
+
+
+def train_cached_head(cfg: ProbeConfig, pcfg, enc: Encoders, arrays: dict, n_classes: int,
+                      clips: np.ndarray, workdir: str):
+    """Train the bare head on the cached items of the training clips ``clips`` (the label
+    subset; every augmentation of each), with the shared trainer."""
+    from spatialav.train import mesh as mesh_lib
+
+    mesh = mesh_lib.make_mesh()
+    rows = np.flatnonzero(np.isin(arrays["clip"], clips))
+    batches = feature_cache.cached_loader(
+        {k: v for k, v in arrays.items() if k != "clip"}, rows,
+        batch_size=mesh_lib.per_process_batch_size(cfg.train.batch_size, mesh),
+        seed=cfg.train.seed)
+    return _trainer(cfg, build_cached_head(cfg, enc, n_classes),
+                    _loss_fn(cfg, pcfg, n_classes, cached=True), iter(batches), workdir, mesh)
+
+
+def train_head(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int,
+               clips: np.ndarray, workdir: str):
+    """Train the probe on the training clips ``clips`` (the label subset) and, with
+    ``finetune``, its encoders too."""
+    from spatialav.train import mesh as mesh_lib
+
+    mesh = mesh_lib.make_mesh()
+    src = data.Subset(storage.open_split(dataset, "train"), clips)
+    loader = pipeline.make_loader(src, pcfg, split="train",
+                                  batch_size=mesh_lib.per_process_batch_size(
+                                      cfg.train.batch_size, mesh),
+                                  seed=cfg.train.seed, workers=cfg.data.workers)
+    if cfg.task != "classify":
+        loader = loader.map(_add_targets(cfg, pcfg, n_classes))
+    return _trainer(cfg, build_head(cfg, enc, n_classes),
+                    _loss_fn(cfg, pcfg, n_classes, cached=False), iter(loader), workdir, mesh)
 
 
 def _jit_apply(model: nnx.Module, fn):
@@ -176,106 +302,116 @@ def _eval_loader(cfg: ProbeConfig, pcfg, dataset):
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def evaluate_classification(cfg, pcfg, model, dataset, n_classes: int) -> dict:
-    """mAP and accuracies on centred crops of the evaluation split."""
-    def predict(m, audio, frames):
-        if m.video is not None:
-            x = pipeline.device_inputs({"audio": audio, "frames": frames,
-                                        "rotation": np.broadcast_to(np.eye(3, dtype=np.float32),
-                                                                    (len(audio), 3, 3))}, pcfg)
-            return m(x["audio"], x["frames"])
-        from spatialav.data import transforms as T
+def _batched(apply, x: np.ndarray, batch_size: int):
+    """``apply`` over ``x`` in fixed-size batches (the last zero-padded: one compile); the
+    outputs (an array or a tuple of arrays / None) concatenated."""
+    outs = []
+    for i in range(0, len(x), batch_size):
+        chunk = np.zeros((batch_size, *x.shape[1:]), x.dtype)
+        chunk[: len(x[i: i + batch_size])] = x[i: i + batch_size]
+        y = apply(chunk)
+        k = len(x[i: i + batch_size])
+        outs.append(tuple(None if v is None else np.asarray(v)[:k] for v in y)
+                    if isinstance(y, tuple) else np.asarray(y)[:k])
+    if isinstance(outs[0], tuple):
+        return tuple(None if outs[0][j] is None else np.concatenate([o[j] for o in outs])
+                     for j in range(len(outs[0])))
+    return np.concatenate(outs)
 
-        return m(T.to_format(audio, m.fmt))
 
-    apply = _jit_apply(model, predict)
-    scores, targets, n = [], [], 0
-    for batch in _eval_loader(cfg, pcfg, dataset):
-        keep = batch["mask"]
-        logits = apply(batch["audio"], batch["frames"])
-        y = classification.multi_hot(batch["labels"], batch["label_mask"], n_classes)
-        scores.append(np.asarray(logits)[keep])
-        targets.append(np.asarray(y)[keep])
-        n += int(keep.sum())
-        if n >= cfg.eval.max_clips:
-            break
-    s, t = np.concatenate(scores)[: cfg.eval.max_clips], np.concatenate(targets)[
-        : cfg.eval.max_clips]
-    return classification.classification_metrics(s, t)
+def head_outputs(cfg: ProbeConfig, pcfg, head: nnx.Module, ev: dict):
+    """A trained head's outputs on evaluation features (``feature_cache.eval_features``):
+    classify: logits ``[N, C]`` of the centred crops; seld: per clip (multi-ACCDOA, distance or
+    None); doa: per clip directions ``[F, C, 3]``. SELD and DOA run on the clip's consecutive
+    windows, whose outputs are concatenated and cut to the clip's label frames."""
+    bs = cfg.eval.batch_size
+    if cfg.task == "classify":
+        return _batched(_jit_apply(head, lambda m, x: m(x)),
+                        np.asarray(classification.cached_embedding(ev)), bs)
+    frames = _label_frames(pcfg)
+    if cfg.task == "doa":
+        out = (_batched(_jit_apply(head, lambda m, seq: m(seq, frames)), _windows(ev), bs),)
+    else:
+        out = _batched(_jit_apply(
+            head, lambda m, seq: seld.calibrated_outputs(m, m.hidden(seq, frames))),
+            _windows(ev), bs)
+    ends = np.cumsum(ev["n_windows"])
+    per_clip = []
+    for c, (end, n) in enumerate(zip(ends, ev["n_windows"], strict=True)):
+        pieces = tuple(None if o is None else o[end - n: end].reshape(-1, *o.shape[2:])[
+            : ev["n_frames"][c]] for o in out)
+        per_clip.append(pieces if cfg.task == "seld" else pieces[0])
+    return per_clip
+
+
+def _windows(ev: dict) -> np.ndarray:
+    """Every clip's window sequences ``[sum of n_windows, T', D]``, clip by clip."""
+    valid = np.arange(ev["windows"].shape[1])[None] < ev["n_windows"][:, None]
+    return ev["windows"][valid]
+
+
+def _references(ev: dict) -> list[np.ndarray]:
+    return [r[m] for r, m in zip(ev["rows"], ev["row_mask"], strict=True)]
+
+
+def score(cfg: ProbeConfig, outputs: list, ev: dict, n_classes: int, workdir: str) -> dict:
+    """Metrics of every seed's ``head_outputs`` on the clips of ``ev``, the seeds' mean, and
+    the 95 % percentile bootstrap interval of that mean over the clips
+    (``metrics.bootstrap``): classification by resampling the clips' scores, SELD the clips'
+    DCASE counts and ADPIT sums, DOA the clips' angular errors."""
+    n = len(ev["n_frames"])
+    if cfg.task == "classify":
+        targets = np.asarray(classification.multi_hot(ev["labels"], ev["label_mask"], n_classes))
+
+        def stat_of(scores):
+            def stat(idx):
+                m = classification.classification_metrics(scores[idx], targets[idx])
+                return {k: v for k, v in m.items() if k != "clips"}
+            return stat
+
+        stats = [stat_of(s) for s in outputs]
+    elif cfg.task == "doa":
+        refs = _references(ev)
+        errors = [[doa.clip_errors(p, r, f, n_classes)
+                   for p, r, f in zip(seed_out, refs, ev["n_frames"], strict=True)]
+                  for seed_out in outputs]
+        stats = [lambda idx, e=e: doa.doa_metrics(np.concatenate([e[i] for i in idx]))
+                 for e in errors]
+    else:
+        stats = [_seld_scores(cfg, o, ev, n_classes, workdir, write_csv=cfg.eval.write_csv and
+                              s == 0).scores for s, o in enumerate(outputs)]
+    result = bootstrap(stats, n, n_boot=cfg.eval.bootstrap, seed=0)
+    out = {"metrics": {**result["mean"], "clips": n}, "ci95": result["ci"],
+           "per_seed": result["per_seed"]}
+    if cfg.task == "seld" and cfg.eval.write_csv:
+        out["csv_dir"] = str(Path(workdir, "predictions", cfg.eval.split))
+    return out
+
+
+def _seld_scores(cfg: ProbeConfig, outputs: list, ev: dict, n_classes: int, workdir: str,
+                 write_csv: bool) -> seld.ClipScores:
+    """One seed's SELD outputs decoded and counted clip by clip (DCASE 2023, and 2024 with
+    distance); with ``write_csv`` a DCASE CSV per clip under ``workdir/predictions/<split>``
+    (the first seed's)."""
+    head = cfg.head
+    scores = seld.ClipScores(n_classes, distance=head.distance, threshold=head.threshold,
+                             unify_deg=head.unify_deg, n_tracks=head.n_tracks)
+    csv_dir = Path(workdir, "predictions", cfg.eval.split)
+    if write_csv:
+        from spatialav.metrics.dcase_io import write_dcase_csv
+
+        csv_dir.mkdir(parents=True, exist_ok=True)
+    for (acc, dist), rows, n_frames, clip_id in zip(outputs, _references(ev), ev["n_frames"],
+                                                    ev["clip_id"], strict=True):
+        pred = scores.add(acc, dist, rows, int(n_frames))
+        if write_csv:
+            write_dcase_csv(csv_dir / f"{_clip_name(clip_id)}.csv", pred)
+    return scores
 
 
 def _clip_name(clip_id) -> str:
     text = clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id)
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def evaluate_seld(cfg, pcfg, model, dataset, n_classes: int, workdir: str) -> dict:
-    """DCASE 2023 (and, with distance, 2024) SELD scores over whole clips of the split.
-
-    Each clip is cut into consecutive windows of the training crop length (the last one
-    zero-padded), the windows' outputs are concatenated and cut to the clip's label frames,
-    decoded with the baseline thresholds, and counted against the clip's reference rows.
-
-    Also ``adpit``: the test ADPIT loss, that of the all-silent output, and ``skill`` = 1 -
-    their ratio, a threshold-free score that tells heads apart before any output crosses
-    the 0.5 activity threshold (0: no better than predicting silence).
-    """
-    from spatialav.data import transforms as T
-
-    head = cfg.head
-    apply = _jit_apply(model, lambda m, audio: m(T.to_format(audio, m.fmt)))
-    src = storage.open_split(dataset, cfg.eval.split)
-    ev23 = SELDEvaluator(n_classes)
-    ev24 = SELDEvaluator(n_classes, distance=True) if head.distance else None
-    csv_dir = Path(workdir, "predictions", cfg.eval.split)
-    if cfg.eval.write_csv:
-        csv_dir.mkdir(parents=True, exist_ok=True)
-    bs = cfg.eval.batch_size
-    loss = jax.jit(seld.adpit_loss)
-    adpit, frames = np.zeros(2), 0  # ADPIT of (head, silent output), summed over label frames
-    for i in range(min(len(src), cfg.eval.max_clips)):
-        rec = src[i]
-        sr = int(rec["sample_rate"])
-        win = seld.windows(rec["audio"], int(round(pcfg.crop_s * sr)))
-        n_frames = math.ceil(rec["audio"].shape[0] / sr / seld.LABEL_HOP_S - 1e-6)
-        accs, dists = [], []
-        for j in range(0, len(win), bs):  # fixed batch shapes: one compile for all clips
-            chunk = np.zeros((bs, *win.shape[1:]), win.dtype)
-            chunk[: len(win[j: j + bs])] = win[j: j + bs]
-            acc, dist = apply(chunk)
-            k = len(win[j: j + bs])
-            accs.append(np.asarray(acc)[:k])
-            dists.append(None if dist is None else np.asarray(dist)[:k])
-        acc = np.concatenate(accs).reshape(-1, *accs[0].shape[2:])[:n_frames]
-        dist = (np.concatenate(dists).reshape(-1, *dists[0].shape[2:])[:n_frames]
-                if head.distance else None)
-        pred = seld.decode(acc, dist, head.threshold, head.unify_deg)
-        ref = rec["labels"]
-        target, _, n_events = seld.targets_from_rows(ref, np.ones(len(ref), bool), n_frames,
-                                                     n_classes, head.n_tracks)
-        adpit += n_frames * np.array([float(loss(x[None], target[None], n_events[None]))
-                                      for x in (acc, np.zeros_like(acc))])
-        frames += n_frames
-        ev23.update(ref, pred, n_frames=n_frames)
-        if ev24 is not None:
-            ev24.update(ref, pred, n_frames=n_frames)
-        if cfg.eval.write_csv:
-            from spatialav.metrics.dcase_io import write_dcase_csv
-
-            write_dcase_csv(csv_dir / f"{_clip_name(rec['clip_id'])}.csv", pred)
-    out = {"dcase2023": _scores(ev23.compute()),
-           "adpit": {"loss": adpit[0] / max(frames, 1), "silent_loss": adpit[1] / max(frames, 1),
-                     "skill": 1.0 - adpit[0] / adpit[1] if adpit[1] else float("nan")}}
-    if ev24 is not None:
-        out["dcase2024"] = _scores(ev24.compute())
-    out["clips"] = min(len(src), cfg.eval.max_clips)
-    if cfg.eval.write_csv:
-        out["csv_dir"] = str(csv_dir)
-    return out
-
-
-def _scores(s: dict) -> dict:
-    return {k: float(v) for k, v in s.items() if k != "per_class"}
 
 
 def evaluate_localisation(cfg, pcfg, enc: Encoders, dataset, workdir: str) -> dict:

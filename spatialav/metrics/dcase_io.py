@@ -3,8 +3,10 @@
 A DCASE Task 3 file (STARSS23, DCASE 2020-2024) has one row per active event per 100 ms label
 frame and no header: ``frame, class, track, azimuth, elevation[, distance]``. Reference files
 hold integer degrees, predictions may hold floats; the 2024 format adds the distance (cm in
-STARSS23). Azimuth and elevation follow DESIGN.md (counter-clockwise from the front,
-up-positive), which is also the DCASE convention.
+STARSS23). Like the official DCASE scoring, the reader also takes ``frame, class, azimuth,
+elevation`` (no track: track 0) and ignores rows whose class is outside the class list
+(counted, with one warning per file). Azimuth and elevation follow docs/DESIGN.md §2
+Conventions (counter-clockwise from the front, up-positive), which is also DCASE's.
 
 In memory a file is a float32 array ``[rows, 6]`` with those columns (``ROW_COLUMNS``); float32
 holds the integer indices exactly. A file without distances (5 columns) gets distance NaN, not 0:
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -28,11 +31,13 @@ FRAME_SECONDS = 0.1
 ROW_COLUMNS = ("frame", "class", "track", "azimuth", "elevation", "distance")
 
 
-def _parse_line(text: str, n_classes: int | None) -> list[float]:
+def _parse_line(text: str) -> list[float]:
     """One CSV line -> six numbers; raises ValueError with a message (no location)."""
     words = [w.strip() for w in text.split(",")]
-    if len(words) not in (5, 6):
-        raise ValueError(f"expected 5 or 6 comma-separated columns, got {len(words)}")
+    if len(words) not in (4, 5, 6):
+        raise ValueError(f"expected 4, 5 or 6 comma-separated columns, got {len(words)}")
+    if len(words) == 4:  # frame, class, azimuth, elevation: one track
+        words.insert(2, "0")
     try:
         frame, cls, track = (int(w) for w in words[:3])
     except ValueError:
@@ -43,8 +48,6 @@ def _parse_line(text: str, n_classes: int | None) -> list[float]:
         raise ValueError("azimuth, elevation and distance must be numbers") from None
     if frame < 0 or track < 0 or cls < 0:
         raise ValueError("frame, class and track must be non-negative")
-    if n_classes is not None and cls >= n_classes:
-        raise ValueError(f"class {cls} out of range [0, {n_classes})")
     if not -180.0 <= az <= 180.0:
         raise ValueError(f"azimuth {az} outside [-180, 180]")
     if not -90.0 <= el <= 90.0:
@@ -55,26 +58,40 @@ def _parse_line(text: str, n_classes: int | None) -> list[float]:
     return [frame, cls, track, az, el, d]
 
 
-def parse_dcase_lines(lines, source: str = "<lines>", n_classes: int | None = None) -> np.ndarray:
-    """Rows ``[n, 6]`` float32 from DCASE CSV lines; blank lines are skipped.
+def parse_dcase_lines(lines, source: str = "<lines>",
+                      n_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """(rows ``[n, 6]`` float32, number of rows ignored) from DCASE CSV lines; blank lines are
+    skipped, and with ``n_classes`` so are rows of a class ``>= n_classes`` (counted).
 
     A bad line raises ValueError naming ``source`` and its 1-based line number.
     """
-    rows = []
+    rows, ignored = [], 0
     for lineno, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            rows.append(_parse_line(text, n_classes))
+            row = _parse_line(text)
         except ValueError as err:
             raise ValueError(f"{source}:{lineno}: {err}: {text.strip()!r}") from None
-    return np.asarray(rows, np.float32).reshape(-1, 6)
+        if n_classes is not None and row[1] >= n_classes:
+            ignored += 1
+        else:
+            rows.append(row)
+    return np.asarray(rows, np.float32).reshape(-1, 6), ignored
+
+
+def ignored_message(source, ignored: int, n_classes: int) -> str:
+    return f"{source}: ignored {ignored} rows whose class is outside [0, {n_classes})"
 
 
 def read_dcase_csv(path, n_classes: int | None = None) -> np.ndarray:
-    """Read a DCASE label / prediction file into rows ``[n, 6]`` float32 (file order kept)."""
+    """Read a DCASE label / prediction file into rows ``[n, 6]`` float32 (file order kept);
+    rows of a class outside ``[0, n_classes)`` are dropped with one warning."""
     with open(path) as f:
-        return parse_dcase_lines(f, source=os.fspath(path), n_classes=n_classes)
+        rows, ignored = parse_dcase_lines(f, source=os.fspath(path), n_classes=n_classes)
+    if ignored:
+        warnings.warn(ignored_message(os.fspath(path), ignored, n_classes), stacklevel=2)
+    return rows
 
 
 def _number(v) -> str:

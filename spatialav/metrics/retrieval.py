@@ -87,7 +87,8 @@ def probe_predictions(x, y, groups, l2: float | None = None):
     x, y = np.asarray(x), np.asarray(y)
     ids = np.unique(groups)
     if len(ids) < 2:
-        raise ValueError(f"binary_probe needs at least 2 groups, got {len(ids)}")
+        raise ValueError(f"binary_probe needs samples of at least 2 groups (e.g. validation "
+                         f"clips) to hold half of them out, got {len(ids)}")
     first = np.isin(groups, ids[: len(ids) // 2])
     pred = np.zeros(len(y), bool)
     for train in (first, ~first):

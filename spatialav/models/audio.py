@@ -6,7 +6,7 @@ for foa, 3 mel-projected intensity-vector (IV) channels. Two architectures:
 - ``resnet2d``: a small 2D ResNet over (time, mel) with the C feature maps as channels; every
   stage after the first halves time and mel and doubles the width.
 - ``conv1d``: 1D convs over time with mel x C as the channel axis (as in "The Conversation");
-  each conv is a matmul with a wide contraction, far faster on CPU (DESIGN.md section 5).
+  each conv is a matmul with a wide contraction, far faster on CPU (docs/DESIGN.md §5).
   Every stage after the first halves time; the width stays constant.
 
 - ``crnn``: the DCASE SELD baseline's shape (Adavanne et al. 2018; Shimada et al. 2022): three

@@ -53,7 +53,7 @@ class ResBlock1D(nnx.Module):
     """Pre-norm residual block over time: x + W2 gelu(W1 * LN(x)), W1 a k-tap conv, W2 1x1.
 
     Both convs are matmuls with a wide contraction (k * channels), the shape CPUs and TPUs
-    run fastest (DESIGN.md section 5). LayerNorm acts per frame, so the block does not depend
+    run fastest (docs/DESIGN.md §5). LayerNorm acts per frame, so the block does not depend
     on the clip length. W2 starts at zero: the block starts as the identity.
     """
 

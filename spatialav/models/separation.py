@@ -53,7 +53,7 @@ class SeparatorConfig:
     depth: int = 4  # down-sampling levels (time and frequency halve at each)
     # Frequency bins per patch of the stem: the U-Net runs on n_fft / 2 / freq_patch bands and
     # a transposed conv brings the mask back to every bin. 3x3 convs are the slow op on CPU
-    # (DESIGN.md section 5); 4 cuts the U-Net's cost about 4x.
+    # (docs/DESIGN.md §5); 4 cuts the U-Net's cost about 4x.
     freq_patch: int = 4
     query_dim: int = 64  # C: the common query space all kinds are projected to
     visual_dim: int = 32  # D of the visual encoder's per-frame features

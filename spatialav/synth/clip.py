@@ -1,7 +1,7 @@
 """The in-memory record of one rendered 360° audio-visual clip, with its ground truth.
 
 This is the contract between the scene renderer (``spatialav.synth``) and the dataset
-writers (``spatialav.data``). Directions are radians (DESIGN.md conventions); the DCASE label
+writers (``spatialav.data``). Directions are radians (docs/DESIGN.md §2); the DCASE label
 rows and the YOLO boxes use their own file conventions (degrees, centimetres, normalised).
 """
 

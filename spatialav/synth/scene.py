@@ -3,7 +3,7 @@
 ``SceneConfig`` holds the ranges a dataset draws from (user-facing angles in degrees, as
 CLI overrides are); ``sample_scene(seed, cfg)`` turns an integer seed into a ``SceneSpec``:
 a shoebox room, a listener inside it, sound sources and silent visual distractors at
-directions relative to the listener (radians, DESIGN.md conventions). Sampling is pure and
+directions relative to the listener (radians, docs/DESIGN.md §2). Sampling is pure and
 bank-independent: which bank clip a source plays is stored as uniform numbers that the
 renderer resolves against the bank it is given.
 """

@@ -30,13 +30,27 @@ import av
 from tqdm import tqdm
 
 from spatialav.data import schema, storage
-from spatialav.data.convert import channels, clips, media
+from spatialav.data.convert import channels, clips, layout_check, media
 from spatialav.data.transforms import LABEL_HOP_S
 
 SPLIT_ORDER = ("train", "validation", "test")
 REPORT_DIR = "conversion"
 REPORT_FILE = "conversion_report.json"
 _BUILD_MARK = "build.json"
+
+
+def clip_on_grid(clip_s: float, fps: float) -> bool:
+    """Whether clips of ``clip_s`` seconds hold whole DCASE label frames and video frames."""
+    hops, frames = clip_s / LABEL_HOP_S, clip_s * fps
+    return clip_s > 0 and abs(hops - round(hops)) <= 1e-6 and abs(frames - round(frames)) <= 1e-6
+
+
+def longest_clip(duration_s: float, fps: float) -> float | None:
+    """The longest clip length on the grid (``clip_on_grid``) that fits in ``duration_s``."""
+    for n in range(int(math.floor(duration_s / LABEL_HOP_S + 1e-9)), 0, -1):
+        if clip_on_grid(round(n * LABEL_HOP_S, 6), fps):
+            return round(n * LABEL_HOP_S, 6)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +63,7 @@ class ConvertConfig:
     clip_s: float | None = None  # cut recordings into clips of this length; None: whole files
     av_tolerance_s: float = 0.5  # largest audio/video (and declared/decoded) length mismatch
     layouts: tuple[str, ...] = ("ambix",)  # declared input channel layouts, one per count
+    force_layout: bool = False  # convert with ``layouts`` even where a file declares otherwise
     items_per_shard: int = 8
     jpeg_quality: int = schema.JPEG_QUALITY
 
@@ -56,12 +71,9 @@ class ConvertConfig:
         object.__setattr__(self, "frame_size", tuple(int(s) for s in self.frame_size))
         object.__setattr__(self, "layouts", tuple(self.layouts))
         channels.check_layouts(self.channel_layouts)
-        if self.clip_s is not None:
-            hops, frames = self.clip_s / LABEL_HOP_S, self.clip_s * self.fps
-            if self.clip_s <= 0 or abs(hops - round(hops)) > 1e-6 or abs(
-                    frames - round(frames)) > 1e-6:
-                raise ValueError(f"clip_s must be a positive multiple of {LABEL_HOP_S} s holding "
-                                 f"a whole number of frames at {self.fps} fps, got {self.clip_s}")
+        if self.clip_s is not None and not clip_on_grid(self.clip_s, self.fps):
+            raise ValueError(f"clip_s must be a positive multiple of {LABEL_HOP_S} s holding "
+                             f"a whole number of frames at {self.fps} fps, got {self.clip_s}")
         if self.items_per_shard < 1:
             raise ValueError(f"items_per_shard must be >= 1, got {self.items_per_shard}")
 
@@ -151,13 +163,17 @@ def load_video(path: str, audio_s: float, cfg: ConvertConfig) -> tuple[list[byte
 
 def finish(item: Item, audio, frames, cfg: ConvertConfig, warnings: list[str],
            labels=None) -> Converted:
-    """Cut a converted recording into clips (``clips.cut``); none fitting is a skip."""
+    """Cut a converted recording into clips (``clips.cut``); none fitting is a skip. The
+    audio's layout check (``layout_check.check``) goes into the report entry."""
     out, tail = clips.cut(item.id, audio, frames, sample_rate=cfg.sample_rate, fps=cfg.fps,
                           clip_s=cfg.clip_s, labels=labels)
     if not out:
-        raise media.SkipItem("too-short", f"{item.id}: {audio.shape[0] / cfg.sample_rate:.2f} s "
-                                          f"is shorter than one clip ({cfg.clip_s} s)")
-    notes = {"warnings": warnings} if warnings else {}
+        duration = audio.shape[0] / cfg.sample_rate
+        raise media.SkipItem("too-short", f"{item.id}: {duration:.2f} s is shorter than one "
+                                          f"clip ({cfg.clip_s} s)", duration_s=round(duration, 6))
+    checked, implausible = layout_check.check(audio, cfg.sample_rate)
+    warnings = warnings + implausible
+    notes = {"layout_check": checked} | ({"warnings": warnings} if warnings else {})
     if tail > 1e-6:
         notes["dropped_tail_s"] = round(tail, 3)
     return Converted(out, notes)
@@ -224,7 +240,8 @@ def convert_item(dataset: DatasetDef, cfg: ConvertConfig, item: Item, spec: sche
             kind = "schema"  # make_example's checks
         else:
             kind = "corrupt"
-        return [], entry | {"status": "skipped", "kind": kind, "reason": str(err)}
+        details = err.details if isinstance(err, media.SkipItem) else {}
+        return [], entry | {"status": "skipped", "kind": kind, "reason": str(err)} | details
     return records, entry | {"status": "written", "clips": [c.clip_id for c in converted.clips],
                              **converted.notes}
 

@@ -5,6 +5,8 @@ A layout names what each decoded channel holds, in decoder order: one of ``W``, 
 normalisation (``sn3d`` = ambiX gains, ``fuma`` = W scaled by 1/√2). Written as a string:
 ``"X,Y,W,0,Z,0"`` (SN3D) or ``"fuma:W,X,Y,Z"``, or one of the names in ``NAMED``. Datasets
 that come with several channel counts declare one layout per count (``pick_layout``).
+Whether a declared layout is right is checked against the file and the audio by
+``layout_check``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from spatialav import ambisonics
 NAMED = {
     "ambix": "W,Y,Z,X",  # ACN order, SN3D (STARSS23, YouTube ambiX uploads)
     "fuma": "fuma:W,X,Y,Z",  # Furse-Malham order, W at -3 dB
-    # YT-360 (Morgado et al.): the 6-channel AAC decodes as [X, Y, W, 0, Z, 0] (DESIGN.md §2).
+    # YT-360 (Morgado et al.): the 6-channel AAC decodes as [X, Y, W, 0, Z, 0] (docs/DESIGN.md
+    # §2, Real datasets as distributed).
     "yt360": "X,Y,W,0,Z,0",
 }
 _COMPONENTS = ("W", "Y", "Z", "X")  # ambiX output order
@@ -71,6 +74,17 @@ def parse_layout(text: str) -> Layout:
     text = NAMED.get(text.strip().lower(), text.strip())
     norm, _, names = text.rpartition(":")
     return Layout(tuple(n.strip().upper() for n in names.split(",")), norm.lower() or "sn3d")
+
+
+def ambix_layout(num_channels: int) -> Layout:
+    """ACN / SN3D in ``num_channels`` channels: W, Y, Z, X first, the rest (higher orders,
+    head-locked stereo) dropped."""
+    return Layout((*_COMPONENTS, *["0"] * (num_channels - len(_COMPONENTS))))
+
+
+def as_argument(layout: Layout) -> str:
+    """A layout as a user would pass it: its name in ``NAMED`` if it has one, else its spec."""
+    return next((n for n, spec in NAMED.items() if parse_layout(spec) == layout), layout.spec)
 
 
 def pick_layout(layouts: tuple[Layout, ...], num_channels: int) -> Layout | None:

@@ -26,10 +26,15 @@ SUFFIXES = (".mp4", ".m4v", ".mov")
 
 
 def list_items(root, validation_fraction: float = 0.0, test_fraction: float = 0.0) -> list[Item]:
+    if validation_fraction + test_fraction >= 1.0:
+        raise ValueError(f"the validation and test fractions must sum to less than 1, got "
+                         f"{validation_fraction} + {test_fraction}")
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root} is not a directory of 360° videos")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    if not paths:
+        raise ValueError(f"{root} holds no video: expected {' / '.join(SUFFIXES)} files below it")
     ids = [p.relative_to(root).with_suffix("").as_posix() for p in paths]
     test = splits.carve(ids, test_fraction)
     validation = splits.carve([i for i in ids if i not in test],
@@ -42,7 +47,7 @@ def convert(item: Item, cfg: ConvertConfig) -> Converted:
     path = require(item, "video")
     layouts = cfg.channel_layouts
     audio = media.decode_audio(path, [lay.num_channels for lay in layouts], cfg.av_tolerance_s)
-    foa, warnings = media.target_audio(audio, layouts, cfg.sample_rate)
+    foa, warnings = media.target_audio(audio, layouts, cfg.sample_rate, cfg.force_layout)
     frames, more = load_video(path, foa.shape[0] / cfg.sample_rate, cfg)
     return finish(item, foa, frames, cfg, warnings + more)
 

@@ -21,7 +21,8 @@ from scipy import signal
 
 from spatialav import ambisonics
 from spatialav.data import schema
-from spatialav.data.convert.channels import Layout, pick_layout
+from spatialav.data.convert import layout_check
+from spatialav.data.convert.channels import Layout, as_argument, pick_layout
 
 DROPPED_CHANNEL_WARN_DB = -20.0  # a declared-silent channel this loud (re W) suggests a wrong map
 
@@ -30,12 +31,15 @@ class SkipItem(Exception):
     """Bad input: the item is reported as skipped, never written.
 
     ``kind`` groups reasons in the report: missing-file, corrupt, truncated, channels,
-    non-finite, duration-mismatch, labels, too-short, split, schema.
+    non-finite, layout, duration-mismatch, labels, too-short, split, schema. ``details`` (numbers
+    such as a too-short recording's ``duration_s``) go into the report entry, so a run that
+    writes nothing can say what to change.
     """
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, **details):
         super().__init__(message)
         self.kind = kind
+        self.details = details
 
 
 @dataclasses.dataclass
@@ -43,6 +47,7 @@ class Audio:
     samples: np.ndarray  # [T, C] float32 as decoded (C = the file's channels)
     sample_rate: int
     path: str
+    declared: layout_check.Declared | None = None  # the layout the container declares
 
 
 # --- audio ---------------------------------------------------------------------------------
@@ -87,6 +92,21 @@ def read_wav(path: str) -> Audio:
     return Audio(x, int(sr), path)
 
 
+def open_media(path: str) -> av.container.InputContainer:
+    """An open media file. One FFmpeg cannot open is corrupt, and so is one that opens with no
+    stream at all: a destroyed index (an mp4's ``moov`` atom) looks like that, and reporting
+    it as "no audio stream" would send the user after channel layouts."""
+    try:
+        container = av.open(path)
+    except (av.FFmpegError, OSError) as err:
+        raise SkipItem("corrupt", f"{path}: cannot open: {err}") from None
+    if not container.streams:
+        container.close()
+        raise SkipItem("corrupt", f"{path}: the container lists no streams (a damaged or "
+                                  "missing index, e.g. an mp4 whose moov atom is destroyed)")
+    return container
+
+
 def _frame_array(frame: av.AudioFrame) -> np.ndarray:
     """One decoded audio frame -> float32 [n, C], whatever the sample format."""
     a = frame.to_ndarray()
@@ -108,11 +128,7 @@ def decode_audio(path: str, channel_counts: Iterable[int], tolerance_s: float) -
     than ``tolerance_s`` short of its declared length is truncated.
     """
     counts = tuple(channel_counts)
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError) as err:
-        raise SkipItem("corrupt", f"{path}: cannot open: {err}") from None
-    with container:
+    with open_media(path) as container:
         streams = container.streams.audio
         if not streams:
             raise SkipItem("channels", f"{path}: no audio stream; expected one with "
@@ -123,6 +139,7 @@ def decode_audio(path: str, channel_counts: Iterable[int], tolerance_s: float) -
             raise SkipItem("channels", f"{path}: expected an audio stream with "
                                        f"{' or '.join(map(str, counts))} channels, found {found}")
         sr = stream.sample_rate
+        declared = layout_check.declared_layout(path, stream)
         chunks, start = [], None
         try:
             for frame in container.decode(stream):
@@ -149,13 +166,15 @@ def decode_audio(path: str, channel_counts: Iterable[int], tolerance_s: float) -
             raise SkipItem("truncated", f"{path}: audio decodes to {x.shape[0] / sr:.2f} s, the "
                                         f"stream declares {declared_s:.2f} s")
         x = np.pad(x[:n], ((0, max(0, n - x.shape[0])), (0, 0)))
-    return Audio(x, sr, path)
+    return Audio(x, sr, path, declared)
 
 
-def to_ambix(audio: Audio, layouts: tuple[Layout, ...]) -> tuple[np.ndarray, list[str]]:
+def to_ambix(audio: Audio, layouts: tuple[Layout, ...],
+             force_layout: bool = False) -> tuple[np.ndarray, list[str]]:
     """Decoded audio -> ambiX [T, 4] float32 by the layout declared for its channel count.
 
-    Returns the audio and warnings (a dropped channel carrying real signal).
+    A layout that contradicts the one the file declares is refused unless ``force_layout``.
+    Returns the audio and warnings (a dropped channel carrying real signal, a forced layout).
     """
     x = audio.samples
     if x.shape[0] == 0:
@@ -168,8 +187,13 @@ def to_ambix(audio: Audio, layouts: tuple[Layout, ...]) -> tuple[np.ndarray, lis
     bad = int((~np.isfinite(x)).sum())
     if bad:
         raise SkipItem("non-finite", f"{audio.path}: {bad} NaN/inf samples; expected finite audio")
+    clash = layout_check.contradiction(audio.declared, layout)
+    if clash and not force_layout:
+        raise SkipItem("layout", f"{audio.path}: {clash}; pass --layout "
+                                 f"{as_argument(audio.declared.layout)}, or --force-layout "
+                                 "to keep yours")
     foa = layout.to_ambix(x)
-    warnings = []
+    warnings = [f"{clash}; converted as given (--force-layout)"] if clash else []
     w_power = float(np.mean(np.square(foa[:, ambisonics.W], dtype=np.float64)))
     for i in layout.dropped:
         p = float(np.mean(np.square(x[:, i], dtype=np.float64)))
@@ -190,10 +214,10 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return y[: int(round(x.shape[0] * ratio))].astype(np.float32)
 
 
-def target_audio(audio: Audio, layouts: tuple[Layout, ...],
-                 sample_rate: int) -> tuple[np.ndarray, list[str]]:
+def target_audio(audio: Audio, layouts: tuple[Layout, ...], sample_rate: int,
+                 force_layout: bool = False) -> tuple[np.ndarray, list[str]]:
     """ambiX at ``sample_rate``, saturated to [-1, 1] (resampling overshoot, FuMa's +3 dB W)."""
-    foa, warnings = to_ambix(audio, layouts)
+    foa, warnings = to_ambix(audio, layouts, force_layout)
     foa = resample(foa, audio.sample_rate, sample_rate)
     over = int((np.abs(foa) > 1.0).sum())
     if over:
@@ -239,11 +263,7 @@ def decode_video(path: str, fps: float, frame_size: tuple[int, int], num_out: in
     """The first video stream, resampled to ``fps`` (nearest frame) and resized to
     ``frame_size`` (H, W) with area averaging, as ``num_out`` JPEGs."""
     h, w = frame_size
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError) as err:
-        raise SkipItem("corrupt", f"{path}: cannot open: {err}") from None
-    with container:
+    with open_media(path) as container:
         if not container.streams.video:
             raise SkipItem("missing-file", f"{path}: no video stream")
         stream = container.streams.video[0]

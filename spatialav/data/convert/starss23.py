@@ -67,10 +67,13 @@ def list_items(root, validation_fraction: float = 0.0) -> list[Item]:
     return [Item(it.id, "validation", it.files) if it.id in held else it for it in items]
 
 
-def read_labels(path: str, duration_s: float, tolerance_s: float) -> np.ndarray:
-    """DCASE rows [n, 6] float32 of one metadata CSV, checked against the audio's length."""
+def read_labels(path: str, duration_s: float,
+                tolerance_s: float) -> tuple[np.ndarray, list[str]]:
+    """DCASE rows [n, 6] float32 of one metadata CSV, checked against the audio's length, and
+    warnings (rows of a class outside the 13 dropped, as DCASE scoring drops them)."""
     try:
-        rows = dcase_io.read_dcase_csv(path, n_classes=len(CLASSES))
+        with open(path) as f:
+            rows, ignored = dcase_io.parse_dcase_lines(f, path, n_classes=len(CLASSES))
     except (ValueError, UnicodeDecodeError) as err:
         raise media.SkipItem("labels", f"unreadable metadata: {err}") from None
     if len(rows):
@@ -78,16 +81,16 @@ def read_labels(path: str, duration_s: float, tolerance_s: float) -> np.ndarray:
         if end > duration_s + tolerance_s:
             raise media.SkipItem("labels", f"{path}: labels run to {end:.1f} s, past the "
                                            f"audio's {duration_s:.2f} s")
-    return rows
+    return rows, [dcase_io.ignored_message(path, ignored, len(CLASSES))] if ignored else []
 
 
 def convert(item: Item, cfg: ConvertConfig) -> Converted:
     audio = media.read_wav(require(item, "audio"))
     foa, warnings = media.target_audio(audio, cfg.channel_layouts, cfg.sample_rate)
     duration = foa.shape[0] / cfg.sample_rate
-    labels = read_labels(require(item, "labels"), duration, cfg.av_tolerance_s)
+    labels, dropped = read_labels(require(item, "labels"), duration, cfg.av_tolerance_s)
     frames, more = load_video(require(item, "video"), duration, cfg)
-    return finish(item, foa, frames, cfg, warnings + more, labels)
+    return finish(item, foa, frames, cfg, warnings + dropped + more, labels)
 
 
 DATASET = DatasetDef(

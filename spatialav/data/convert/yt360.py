@@ -10,7 +10,8 @@ Input layout::
 YouTube ids may contain ``-``, so a clip name is split at its last ``-``. The split of a clip
 is its video's; a validation carve-out takes whole videos out of train. Audio channel maps are
 declared per channel count, by default ``yt360`` for 6 channels ([X, Y, W, 0, Z, 0], the
-5.1 decode of the 6-channel AAC, DESIGN.md §2) and ``ambix`` for 4. Groups: ``core`` only.
+5.1 decode of the 6-channel AAC, docs/DESIGN.md §2 Conventions) and ``ambix`` for 4.
+Groups: ``core`` only.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def convert(item: Item, cfg: ConvertConfig) -> Converted:
     layouts = cfg.channel_layouts
     audio = media.decode_audio(require(item, "audio"), [lay.num_channels for lay in layouts],
                                cfg.av_tolerance_s)
-    foa, warnings = media.target_audio(audio, layouts, cfg.sample_rate)
+    foa, warnings = media.target_audio(audio, layouts, cfg.sample_rate, cfg.force_layout)
     frames, more = load_video(require(item, "video"), foa.shape[0] / cfg.sample_rate, cfg)
     return finish(item, foa, frames, cfg, warnings + more)
 
