@@ -1,7 +1,7 @@
 """Precompute YOLO detections for every clip of a spatialav dataset (resumable).
 
     python data_tools/detect.py --data DATASET_DIR [--split train validation test] \\
-        [--weights spatialav/detectors/synthetic_yolo.pt] [--part-size 64] [--tiles cube] \\
+        [--weights spatialav/detectors/synthetic_yolo.pt] [--part-size 64] [--tiles sphere] \\
         [--conf 0.25] [--imgsz W] [--batch 16] [--out DIR]
 
 Writes ``<dataset_dir>/detections/<split>/`` (or ``--out/<split>``): ``config.json`` (weights
@@ -56,6 +56,7 @@ def run_split(dataset_dir, split: str, weights: Path, cfg: detect.DetectConfig,
     from spatialav.data import storage
 
     source = storage.open_split(dataset_dir, split)
+    model = detect.load_model(weights)  # a bad weights file stops before anything is written
     out = Path(out) / split if out is not None else detect.sidecar_dir(dataset_dir, split)
     claim(out, {"weights": str(weights), "sha256": sha256(weights),
                 "detect_config": cfg.to_json(), "num_clips": len(source)})
@@ -63,7 +64,6 @@ def run_split(dataset_dir, split: str, weights: Path, cfg: detect.DetectConfig,
         stale.unlink()
     parts = [(s, min(s + part_size, len(source))) for s in range(0, len(source), part_size)]
     todo = [p for p in parts if not (out / detect.part_name(*p)).exists()]
-    model = detect.load_model(weights)
     bar = tqdm(total=len(source), initial=len(source) - sum(b - a for a, b in todo),
                desc=f"detect {split}", unit="clip", disable=not progress)
     for start, stop in todo:
@@ -89,7 +89,8 @@ def parse_args(argv=None):
     p.add_argument("--conf", type=float, default=detect.DetectConfig.conf)
     p.add_argument("--imgsz", type=int, default=None, help="resize frames to this width")
     p.add_argument("--batch", type=int, default=detect.DetectConfig.batch)
-    p.add_argument("--tiles", choices=["cube"], default=None, help="detect on cube faces")
+    p.add_argument("--tiles", choices=["sphere"], default=None,
+                   help="detect on twelve upright perspective views instead of the equirect frame")
     p.add_argument("--no-track", action="store_true")
     p.add_argument("--device", default="cpu")
     return p.parse_args(argv)

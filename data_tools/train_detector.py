@@ -17,6 +17,14 @@
 Boxes that cross the +-180 deg seam are labelled as their two pieces inside the image (a
 piece narrower than ``MIN_PIECE`` of the box is dropped); at inference ``spatialav.detect``
 pads the seam so such objects are seen whole.
+
+With ``--tile-images`` every written frame also gives one image of two upright gnomonic
+views side by side (the ``detect.SPHERE_TILES`` views owned by two of its objects), so the
+detector knows the perspective views of ``detect.DetectConfig(tiles='sphere')`` too; each
+view is 128 px at the 256-px frame's resolution, so objects keep their size. A view's label
+is the object's sprite (a square billboard, ``synth.video.sprite_map``) cut to its visible
+equirect box and projected into the view: exact for a billboard, where the equirect box
+itself, near a pole a wide band of azimuths, would not be.
 """
 
 from __future__ import annotations
@@ -72,6 +80,82 @@ def label_lines(boxes: np.ndarray, frame: int) -> list[str]:
     return lines
 
 
+TILE_PX = 128  # two views side by side make a 128 x 256 image, as the frames are
+TILE_FOV = float(2 * np.arctan(np.pi / 2))  # 128 px at a 256-px frame's pixels per radian
+
+
+def _billboard(obj, scene) -> tuple[np.ndarray, float]:
+    """Camera (front, left, up columns) and half-width tan of an object's sprite square."""
+    from spatialav import geometry
+    from spatialav.synth.render import sprite_fov
+
+    R = geometry.rotation_matrix(np.float64(obj.azimuth), np.float64(obj.elevation))
+    return R, float(np.tan(sprite_fov(obj.distance, scene) / 2))
+
+
+def tile_label(row: np.ndarray, obj, scene, look, fov: float = TILE_FOV,
+               size: int = TILE_PX) -> tuple[float, float, float, float] | None:
+    """Pixel box (x1, y1, x2, y2) in the view looking toward ``look`` of the object of one
+    ``Clip.boxes`` row: the object's sprite square cut to the row's equirect box (both on
+    the sprite's plane), its corners projected into the view and clipped to it; None when
+    it is behind the camera or less than ``MIN_PIECE`` of it lies in the view."""
+    from spatialav import geometry
+
+    R, t = _billboard(obj, scene)
+    cx, cy, w, h = (float(v) for v in row[2:6])
+    s = np.linspace(0, 1, 17)
+    x = np.concatenate([cx - w / 2 + w * s, np.full(17, cx + w / 2), cx - w / 2 + w * s,
+                        np.full(17, cx - w / 2)])
+    y = np.concatenate([np.full(17, cy - h / 2), cy - h / 2 + h * s, np.full(17, cy + h / 2),
+                        cy - h / 2 + h * s])
+    v = geometry.direction_to_vector(np.pi - 2 * np.pi * x, np.pi / 2 - np.pi * y) @ R
+    front = v[:, 0] > 1e-6  # outline points behind the sprite's plane bound nothing
+    j, i = -v[front, 1] / v[front, 0], v[front, 2] / v[front, 0]
+    j0, j1 = max(j.min(initial=t), -t), min(j.max(initial=-t), t)
+    i0, i1 = max(i.min(initial=t), -t), min(i.max(initial=-t), t)
+    if j0 >= j1 or i0 >= i1:
+        return None
+    corners = np.array([[1, -a, b] for a in (j0, j1) for b in (i0, i1)]) @ R.T
+    px, py = detect.tile_pixels(corners, look, fov, size)
+    if not np.all(np.isfinite(px) & np.isfinite(py)):
+        return None
+    full = (px.max() - px.min()) * (py.max() - py.min())
+    x1, x2 = np.clip([px.min(), px.max()], 0, size)
+    y1, y2 = np.clip([py.min(), py.max()], 0, size)
+    if full <= 0 or (x2 - x1) * (y2 - y1) < MIN_PIECE * full:
+        return None
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def tile_image(clip, spec, frame: int, rng, scene) -> tuple[np.ndarray, list[str]]:
+    """Two upright views of one frame side by side, ``[TILE_PX, 2 TILE_PX, 3]``, with their
+    YOLO label lines: the ``SPHERE_TILES`` views owning two of the frame's boxed objects
+    (a random view where there are fewer)."""
+    from spatialav import geometry
+
+    rows = clip.boxes[clip.boxes[:, 0] == frame]
+    dirs = np.concatenate([clip.source_direction, clip.distractor_direction]).astype(np.float64)
+    looks = np.asarray(detect.SPHERE_TILES, np.float64)
+    centres = geometry.direction_to_vector(looks[:, 0], looks[:, 1])
+    picks = rng.permutation(len(rows))[:2]
+    views = [int(np.argmax(centres @ geometry.direction_to_vector(*dirs[int(rows[k, 6])])))
+             for k in picks]
+    views += list(rng.choice(len(looks), 2 - len(views), replace=False))
+    image = np.zeros((TILE_PX, 2 * TILE_PX, 3), np.uint8)
+    lines = []
+    for slot, view in enumerate(views):
+        image[:, slot * TILE_PX:(slot + 1) * TILE_PX] = geometry.gnomonic_crop(
+            clip.frames[frame], looks[view, 0], looks[view, 1], TILE_FOV, TILE_PX)
+        for row in rows:
+            box = tile_label(row, spec.objects[int(row[6])], scene, looks[view])
+            if box is not None:
+                x1, y1, x2, y2 = box
+                cx = ((x1 + x2) / 2 + slot * TILE_PX) / (2 * TILE_PX)
+                lines.append(f"{int(row[1])} {cx:.6f} {(y1 + y2) / 2 / TILE_PX:.6f} "
+                             f"{(x2 - x1) / (2 * TILE_PX):.6f} {(y2 - y1) / TILE_PX:.6f}")
+    return image, lines
+
+
 def _stem(seed: int, frame: int) -> str:
     return f"{seed}_{frame:03d}"
 
@@ -79,9 +163,9 @@ def _stem(seed: int, frame: int) -> str:
 def render_clip_frames(job) -> int:
     """Render one clip and write ``frames_per_clip`` of its frames with labels; returns the
     number of images written (0 when the clip was already on disk)."""
-    from spatialav.synth import render_clip  # heavy: imported in the worker
+    from spatialav.synth import render_clip, sample_scene  # heavy: imported in the worker
 
-    seed, root, split, frames_per_clip, scene = job
+    seed, root, split, frames_per_clip, scene, tiles = job
     images, labels = root / "images" / split, root / "labels" / split
     done = labels / f"{seed}.done"
     if done.exists():
@@ -93,12 +177,17 @@ def render_clip_frames(job) -> int:
         Image.fromarray(clip.frames[f]).save(images / f"{_stem(seed, f)}.jpg",
                                              quality=schema.JPEG_QUALITY)
         (labels / f"{_stem(seed, f)}.txt").write_text("\n".join(label_lines(clip.boxes, f)))
+        if tiles:
+            image, lines = tile_image(clip, sample_scene(seed, scene), f, rng, scene)
+            Image.fromarray(image).save(images / f"{_stem(seed, f)}_tiles.jpg",
+                                        quality=schema.JPEG_QUALITY)
+            (labels / f"{_stem(seed, f)}_tiles.txt").write_text("\n".join(lines))
     done.touch()  # last: a killed worker leaves the clip to be redone
-    return len(picks)
+    return len(picks) * (2 if tiles else 1)
 
 
 def write_dataset(root: Path, seeds: dict[str, range], frames_per_clip: int, workers: int,
-                  scene=None) -> Path:
+                  scene=None, tiles: bool = False) -> Path:
     """Render (or finish rendering) the ultralytics dataset; returns its ``data.yaml``."""
     from spatialav.synth import SceneConfig
 
@@ -107,7 +196,7 @@ def write_dataset(root: Path, seeds: dict[str, range], frames_per_clip: int, wor
     for split, split_seeds in seeds.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(s, root, split, frames_per_clip, scene) for s in split_seeds]
+        jobs += [(s, root, split, frames_per_clip, scene, tiles) for s in split_seeds]
     bar = tqdm(total=len(jobs), desc="render", unit="clip")
     if workers <= 1:
         for job in jobs:
@@ -251,6 +340,8 @@ def parse_args(argv=None):
                    help="continue training from these weights (made by this script) instead "
                         "of starting from --model-yaml")
     p.add_argument("--frame-size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
+    p.add_argument("--tile-images", action="store_true",
+                   help="also write an image of two upright views per frame (for tiles='sphere')")
     p.add_argument("--workers", type=int, default=2, help="rendering processes")
     p.add_argument("--workers-train", type=int, default=0, help="ultralytics data workers")
     return p.parse_args(argv)
@@ -265,7 +356,7 @@ def main(argv=None) -> dict:
              "val": range(VAL_SEED0, VAL_SEED0 + args.val_clips)}
     t0 = time.perf_counter()
     data_yaml = write_dataset(args.work / "data", seeds, args.frames_per_clip, args.workers,
-                              scene)
+                              scene, args.tile_images)
     seconds_render = time.perf_counter() - t0
     weights, seconds_train, cpu_seconds_train = train(data_yaml, args.work, args)
     metrics = validate(weights, data_yaml, args)
@@ -286,6 +377,7 @@ def main(argv=None) -> dict:
         "train_images": len(list((args.work / "data" / "images" / "train").glob("*.jpg"))),
         "val_images": len(list((args.work / "data" / "images" / "val").glob("*.jpg"))),
         "frames_per_clip": args.frames_per_clip,
+        "tile_images": args.tile_images,
         "train_seeds": [seeds["train"].start, seeds["train"].stop],
         "val_seeds": [seeds["val"].start, seeds["val"].stop],
         "epochs": args.epochs,

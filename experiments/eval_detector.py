@@ -6,7 +6,7 @@ On fresh scenes (seeds ``SEED0 + i``, used neither for training nor for the held
 
 - precision / recall at angular IoU 0.5 (same class), and the direction error: great-circle
   angle between a matched detection and its object's true direction (the sprite's centre);
-  for the seam-padded equirect frame and for cube-face tiles;
+  for the seam-padded equirect frame and for the upright tiles (``tiles='sphere'``);
 - the seam: each clip turned (columns rolled, an exact yaw) so its first source sits at
   azimuth 180°; counts frames where that object is found exactly once, with and without
   the seam padding;
@@ -159,9 +159,9 @@ def main(argv=None):
 
     model = detect.load_model(args.weights)
     clips = [render_clip(SEED0 + i) for i in range(args.clips)]
-    cube = detect.DetectConfig(tiles="cube")
+    tiles = detect.DetectConfig(tiles="sphere")
     found = [detect.detect(model, c.frames[:: args.stride]) for c in clips]
-    found_cube = [detect.detect(model, c.frames[:: args.stride], cube) for c in clips]
+    found_tiles = [detect.detect(model, c.frames[:: args.stride], tiles) for c in clips]
     frames = np.concatenate([c.frames[:: args.stride] for c in clips[:4]])
     trained = json.loads(args.weights.with_suffix(".json").read_text())
     report = {
@@ -171,15 +171,16 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
         "training": {k: trained[k] for k in ("map50", "map50_95", "precision", "recall",
                                              "seconds_train", "train_images", "val_images",
-                                             "epochs", "command", "parameters", "weights_bytes")},
+                                             "epochs", "command", "parameters", "weights_bytes",
+                                             "tile_images")},
         "equirect": accuracy(clips, found, args.stride),
         "equirect_by_direction": direction_recall(clips, found, args.stride),
-        "cube_by_direction": direction_recall(clips, found_cube, args.stride),
-        "polar_weight": cube.polar_weight,
+        "tiles_by_direction": direction_recall(clips, found_tiles, args.stride),
+        "tile_merge": tiles.tile_merge,
         "seam": seam(model, clips, args.stride),
         "beams": beams(clips, found),
         "frames_per_s": {"equirect": speed(model, frames, detect.DetectConfig()),
-                         "cube": speed(model, frames, cube)},
+                         "tiles": speed(model, frames, tiles)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
@@ -220,12 +221,14 @@ Through `spatialav.detect` on fresh scenes (seeds {r['seeds'][0]}..{r['seeds'][1
 |---|---|---|---|---|
 {_row("equirect + seam padding, IoU 0.5", e)}
 {_row("equirect + seam padding, within 8°", r["equirect_by_direction"])}
-{_row("cube faces (120° tiles), within 8°", r["cube_by_direction"])}
+{_row("upright tiles (`tiles='sphere'`, 12 x 120°), within 8°", r["tiles_by_direction"])}
 
-Cube faces are merged on the sphere (`detect.merge_faces`): detections closer than their
-angular size are one object whatever class each face gave it, the faces vote on its class,
-the top and bottom faces with weight {r['polar_weight']} (the detector, trained on equirect
-frames, misnames most objects it sees there, turned about the face centre).
+Tiles: twelve upright gnomonic views (`detect.SPHERE_TILES`: four on the horizon, four each
+at ±60° elevation). Their detections are merged by `detect.merge_tiles`: the detection
+nearest its own tile's centre comes first and absorbs every other one closer than
+{r['tile_merge']} x the larger angular size, whatever its class. The detector
+{"saw such views in training (`--tile-images`)" if t.get("tile_images") else
+ "was trained on equirect frames only"}.
 
 Median direction error of objects above 45° elevation (equirect):
 {_deg(e['median_error_deg_el_over_45'])}. Errors are measured against the object's true
@@ -246,7 +249,7 @@ seam padding (median error {_deg(padded['median_error_deg'])}),
 {_beam_row("ground-truth directions", b["ground truth"])}
 
 **Speed** (batch 16, CPU, this shared machine): {r['frames_per_s']['equirect']:.1f} frames/s
-on seam-padded 128x256 frames, {r['frames_per_s']['cube']:.1f} frames/s with cube faces.
+on seam-padded 128x256 frames, {r['frames_per_s']['tiles']:.1f} frames/s with the tiles.
 """
 
 

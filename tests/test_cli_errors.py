@@ -73,7 +73,16 @@ def test_each_cli_reports_bad_input_without_a_traceback(tmp_path):
          str(broken), "--workdir", work): ("is not a readable TFDS dataset", broken / "x"),
         ("-m", "spatialav.probe", "--head", "seld", "--config", "tiny", "--data", str(missing),
          "--workdir", work): ("does not exist", missing),
+        # A setting the task cannot train with: named before any data is read.
+        ("-m", "spatialav.pretrain", "--task", "avsa", "--config", "tiny", "--data",
+         str(dataset), "--set", "data.pipeline.num_views=0", "--workdir", work):
+            ("needs data.pipeline.num_views >= 2, got 0", None),
     }
+    if importlib.util.find_spec("ultralytics"):  # the detect extra
+        not_weights = tmp_path / "weights.pt"
+        not_weights.write_text("not a checkpoint\n")
+        cases[("data_tools/detect.py", "--data", str(dataset), "--weights", str(not_weights))] = (
+            "could not be loaded as a model", not_weights)
     # All at once: each is mostly interpreter start-up and imports.
     procs = {argv: subprocess.Popen([sys.executable, *argv], cwd=REPO, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -83,8 +92,9 @@ def test_each_cli_reports_bad_input_without_a_traceback(tmp_path):
         text, path = cases[argv]
         assert proc.returncode not in (0, None), (argv, err[-2000:])
         line = one_error_line(err)
-        assert text in line and str(path) in line, (argv, line)
-    assert not (dataset / "detections").exists()  # the bad split was found before writing
+        assert text in line and (path is None or str(path) in line), (argv, line)
+    # The bad split and the bad weights were found before anything was written.
+    assert not (dataset / "detections").exists()
 
 
 @pytest.mark.parametrize("name, extra, text", [

@@ -179,21 +179,47 @@ def test_parts_round_trip_and_unfinished_runs_raise(tmp_path):
     np.testing.assert_array_equal(source[0]["detections"], a.to_rows())
 
 
-def test_merge_faces_keeps_one_object_and_the_faces_class_vote():
-    # Object A (az 0): class 1 on two side faces (0.5 + 0.4), class 2 on one side face (0.6)
-    # and on a polar face (0.9, counting 0.3 x 0.9); so class 1 wins 0.9 to 0.87, at its
-    # best box. Object B, 40 deg away (more than its 20 deg size), stays its own object.
-    # Object C is seen only on a polar face: 0.3 x 0.5 is under min_score 0.25, dropped.
-    d = _dets([0, 0, 0, 0, 0, 0, 1], [1, 1, 2, 2, 3, 4, 1],
-              [0.0, 0.05, 0.02, 0.01, np.radians(40), 2.0, 0.0], 0.0, w=0.35, h=0.35,
-              score=[0.5, 0.4, 0.6, 0.9, 0.3, 0.5, 0.3])
-    polar = np.array([0, 0, 0, 1, 0, 1, 0], bool)
-    merged = detect.merge_faces(d, np.where(polar, 0.3, 1.0), min_score=0.25)
-    assert merged.cls.tolist() == [1, 3, 1] and merged.frame.tolist() == [0, 0, 1]
-    assert merged.azimuth[0] == 0.0 and merged.score[0] == np.float32(0.5)
-    # Frames never merge; a group's size is the larger box's (a small box inside a big one).
-    wide = _dets([0, 0], [5, 5], [0.0, 0.3], 0.0, w=[0.7, 0.05], h=[0.7, 0.05], score=0.5)
-    assert len(detect.merge_faces(wide, np.ones(2), 0.25)) == 1
+def test_merge_tiles_prefers_the_most_central_view():
+    looks = detect.SPHERE_TILES
+    # Object A at az 10 deg: class 1 from the tile at az 0 (score 0.4, 10 deg off its centre),
+    # class 2 from the tile at az 90 (0.9, 79 deg off): the central view wins over the higher
+    # score. Object B at az 60 is seen only by the az 0 tile, far off-centre: kept.
+    # C, 15 deg from A (more than half the 20 deg size), is its own object.
+    d = _dets([0, 0, 0, 0, 1], [1, 2, 3, 4, 2], np.radians([10, 11, 60, 25, 11]), 0.0,
+              w=np.radians(20), h=np.radians(20), score=[0.4, 0.9, 0.5, 0.3, 0.9])
+    tile = np.array([0, 1, 0, 0, 1])
+    merged = detect.merge_tiles(d, tile, looks, factor=0.5)
+    assert merged.cls.tolist() == [1, 3, 4, 2] and merged.frame.tolist() == [0, 0, 0, 1]
+    # With a larger merge radius C joins A; the frames never merge.
+    assert detect.merge_tiles(d, tile, looks, factor=1.0).cls.tolist() == [1, 3, 2]
+    assert len(detect.merge_tiles(d.take([]), np.zeros(0, int), looks)) == 0
+
+
+def test_sphere_tiles_cover_the_sphere_with_room_for_an_object():
+    # Every direction lies in its owner tile (the nearest centre) at least 8 deg inside the
+    # tile's edge, so an object up to 16 deg across is seen whole by the tile that keeps it.
+    az, el = np.meshgrid(np.linspace(-np.pi, np.pi, 181), np.linspace(-np.pi / 2, np.pi / 2, 91))
+    v = geometry.direction_to_vector(az.ravel(), el.ravel())
+    looks = detect.SPHERE_TILES.astype(np.float64)
+    owner = np.argmax(v @ geometry.direction_to_vector(looks[:, 0], looks[:, 1]).T, axis=1)
+    fov, size = detect.DetectConfig.tile_fov, 1000
+    margin = np.tan(np.radians(8)) / np.tan(fov / 2) * size / 2  # at the centre; more outside
+    for t, look in enumerate(looks):
+        x, y = detect.tile_pixels(v[owner == t], look, fov, size)
+        assert np.all((x > margin) & (x < size - margin) & (y > margin) & (y < size - margin))
+
+
+def test_tile_pixels_invert_tile_rays():
+    fov, size, look = np.radians(120), 96, (np.radians(-40), np.radians(60))
+    x, y = np.random.default_rng(0).uniform(0, size, (2, 50))
+    world = detect.tile_rays(x, y, size, fov) @ geometry.rotation_matrix(*look).T
+    px, py = detect.tile_pixels(world * 3.0, look, fov, size)  # any length
+    np.testing.assert_allclose(px, x, atol=1e-9)
+    np.testing.assert_allclose(py, y, atol=1e-9)
+    assert np.isnan(detect.tile_pixels(-world[:1], look, fov, size)[0]).all()  # behind
+
+
+def test_angular_size_shrinks_azimuth_spans_near_the_poles():
     # Near a pole the azimuth span of a box is wide; its size on the sphere is not.
     polar_box = _dets([0], [1], [0.0], [np.radians(80)], w=2.0, h=0.2)
     np.testing.assert_allclose(detect.angular_size(polar_box), 2.0 * np.cos(np.radians(80)),
@@ -415,8 +441,8 @@ def test_empty_frame_gives_empty_detections(model):
     assert len(dets) == 0 and dets.num_frames == 1 and dets.to_rows().shape == (0, 8)
 
 
-def test_cube_tiles_find_the_objects(model, clips):
-    cfg = detect.DetectConfig(tiles="cube")
+def test_sphere_tiles_find_the_objects(model, clips):
+    cfg = detect.DetectConfig(tiles="sphere")
     errors, hits, n_gt = [], 0, 0
     for clip in clips[:3]:
         dets = detect.detect(model, clip.frames[::8], cfg)
@@ -493,9 +519,55 @@ def test_train_detector_smoke(tmp_path):
                         "installed: pip install -e '.[detect]'")
     cmd = [sys.executable, str(REPO / "data_tools" / "train_detector.py"), "--work",
            str(tmp_path), "--train-clips", "4", "--val-clips", "1", "--frames-per-clip", "4",
-           "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "1"]
+           "--epochs", "1", "--imgsz", "64", "--batch", "8", "--workers", "1", "--tile-images"]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                          env={**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "cfg")})
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "runs" / "train" / "weights" / "last.pt").is_file()
     assert '"map50"' in run.stdout
+    assert len(list((tmp_path / "data" / "images" / "train").glob("*_tiles.jpg"))) == 16
+
+
+def test_tile_labels_frame_the_sprites_in_the_views():
+    """The label of each object in a training view is the box of its pixels there: the
+    pixels where the view of the frame differs from the view of the empty room."""
+    from spatialav.synth import SceneConfig, render_clip, sample_scene, video
+
+    tool = _load_tool("train_detector")
+    scene = SceneConfig(frame_size=(128, 256))
+    looks = detect.SPHERE_TILES.astype(np.float64)
+    centres = geometry.direction_to_vector(looks[:, 0], looks[:, 1])
+    px = np.arange(tool.TILE_PX) + 0.5
+    checked = 0
+    for seed in (10_000_003, 10_000_011, 10_000_013):
+        clip, spec = render_clip(seed, scene), sample_scene(seed, scene)
+        empty = video.panorama(spec, 128, 256)
+        rows = clip.boxes[clip.boxes[:, 0] == 5]
+        for t, look in enumerate(looks):
+            rays = detect.tile_rays(*np.meshgrid(px, px), tool.TILE_PX, tool.TILE_FOV)
+            owned = np.argmax(rays @ geometry.rotation_matrix(*look).T @ centres.T, -1) == t
+            view = geometry.gnomonic_crop(clip.frames[5], *look, tool.TILE_FOV, tool.TILE_PX)
+            room = geometry.gnomonic_crop(empty, *look, tool.TILE_FOV, tool.TILE_PX)
+            mask = np.abs(view.astype(int) - room.astype(int)).max(-1) > 40
+            boxes = [b for row in rows
+                     if (b := tool.tile_label(row, spec.objects[int(row[6])], scene, look))]
+            covered = np.zeros_like(mask)
+            for x1, y1, x2, y2 in boxes:
+                covered[max(int(y1) - 1, 0):int(np.ceil(y2)) + 1,
+                        max(int(x1) - 1, 0):int(np.ceil(x2)) + 1] = True
+                inside = np.argwhere(mask[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))])
+                assert len(inside), (seed, look, (x1, y1, x2, y2))
+                if min(x1, y1) <= 0 or max(x2, y2) >= tool.TILE_PX:
+                    continue  # cut by the view's edge: stretched, and dropped at inference
+                # Tight: the sprite's pixels span most of its box (not all: off the view's
+                # centre line perspective turns a sprite, and the box holds its corners).
+                h, w = inside.max(0) - inside.min(0) + 1
+                assert h >= 0.4 * (y2 - y1) and w >= 0.4 * (x2 - x1), (seed, look, h, w, x1,
+                                                                        y1, x2, y2)
+                checked += 1
+            # Complete: the sprites' pixels where the view is the one detections are kept
+            # from (its owned directions) are inside the boxes (but for anti-aliasing).
+            mask &= owned
+            assert not mask.any() or covered[mask].mean() > 0.9, (seed, look,
+                                                                   covered[mask].mean())
+    assert checked >= 10

@@ -188,7 +188,19 @@ def get_config(preset: str = "default", *, task: str = "avsa", fmt: str | None =
     cfg = with_task(PRESETS[preset](), task)
     if fmt is not None:
         cfg = with_format(cfg, fmt)
-    return apply_overrides(cfg, list(overrides))
+    return check_task(apply_overrides(cfg, list(overrides)))
+
+
+def check_task(cfg: Config) -> Config:
+    """``cfg``, if its pipeline gives the task what its loss contrasts: two or more viewpoints
+    for avc / avsa (AVSA tells the views of a clip apart; AVC compares clips through them),
+    one or more objects for avsa-objects; else ValueError naming the field to set."""
+    p = cfg.data.pipeline
+    field, have, need = (("num_objects", p.num_objects, 1) if cfg.task == "avsa-objects"
+                         else ("num_views", p.num_views, 2))
+    if have < need:
+        raise ValueError(f"task {cfg.task} needs data.pipeline.{field} >= {need}, got {have}")
+    return cfg
 
 
 def to_dict(cfg) -> dict:
@@ -201,5 +213,5 @@ def config_from_dict(d: dict, source: str = "<dict>") -> Config:
 
 
 __all__ = ["Config", "DataConfig", "EvalConfig", "ObjectiveConfig", "PRESETS", "TASKS",
-           "apply_overrides", "config_from_dict", "get_config", "to_dict", "with_format",
-           "with_task"]
+           "apply_overrides", "check_task", "config_from_dict", "get_config", "to_dict",
+           "with_format", "with_task"]
