@@ -15,6 +15,8 @@ import os
 import platform
 from pathlib import Path
 
+from spatialav.configs import json_safe
+
 TASKS = ("avc", "avsa", "avsa-objects")  # spatialav.pretrain --task
 INITS = ("random", *TASKS)
 INIT_LABELS = {"random": "random", "avc": "AVC", "avsa": "AVSA-viewpoints",
@@ -32,6 +34,9 @@ HEAD_METRICS = {
              ("dcase2023.ER", "ER", False), ("dcase2023.SELD", "SELD score", False),
              ("adpit.skill", "ADPIT skill (1 - test loss / all-silent loss)", True)),
     "classify": (("mAP", "mAP", True), ("top1_accuracy", "top-1", True)),
+    "supervised": (("dcase2023.F", "F", True), ("dcase2023.LE", "LE (deg)", False),
+                   ("dcase2023.LR", "LR", True), ("dcase2023.ER", "ER", False),
+                   ("dcase2023.SELD", "SELD score", False)),
     "separate": (("visual/different/si_sdri", "SI-SDRi (dB), visual query", True),
                  ("visual/different/si_sdr", "SI-SDR (dB), visual query", True)),
 }
@@ -169,6 +174,60 @@ def likely_cause(e: dict, pretrain: dict[tuple[str, str], dict[str, float]]) -> 
     return base + ("; " + "; ".join(lines) if lines else "")
 
 
+# The supervised SELD reference's goals (issue: downstream evaluation): on the test split, per
+# probe seed trained from scratch in at most 30 min on 2 CPU cores.
+SUPERVISED_GOALS = (("dcase2023.F", ">=", 0.50), ("dcase2023.LE", "<=", 20.0))
+SUPERVISED_BUDGET_S = 30 * 60
+
+
+def supervised(records: list[dict]) -> dict | None:
+    """The supervised reference run's figures: every metric's mean over its probe seeds with
+    the 95 % bootstrap interval over the test clips, each seed's own value and training time,
+    and each goal checked (None before the run finished)."""
+    done = [r for r in records if r["stage"] == "supervised" and r["status"] == "done"]
+    if not done:
+        return None
+    r = done[0]
+    metrics = {m: {"mean": r["metrics"].get(m, math.nan), "ci95": r.get("ci95", {}).get(m)}
+               for m, _, _ in HEAD_METRICS["supervised"]}
+    goals = [{"metric": m, "goal": f"{op} {v:g}", "mean": r["metrics"].get(m, math.nan),
+              "met": (r["metrics"].get(m, math.nan) >= v if op == ">="
+                      else r["metrics"].get(m, math.nan) <= v)} for m, op, v in SUPERVISED_GOALS]
+    train = r.get("train", [])
+    seconds = [t["seconds"] for t in train]
+    goals.append({"metric": "training seconds per seed (max)",
+                  "goal": f"<= {SUPERVISED_BUDGET_S}", "mean": max(seconds, default=math.nan),
+                  "met": bool(seconds) and max(seconds) <= SUPERVISED_BUDGET_S})
+    return {"workdir": r["workdir"], "clips": r["metrics"].get("clips"), "metrics": metrics,
+            "train": train, "goals": goals, "cost": r.get("cost"),
+            "command": (r.get("cost") or {}).get("command")}
+
+
+def supervised_lines(sup: dict | None) -> list[str]:
+    if sup is None:
+        return []
+    m = sup["metrics"]
+    lines = ["## Supervised SELD reference (random init, trained end to end)", "",
+             f"`{sup['command']}`" if sup["command"] else "", "",
+             f"Test split, {sup['clips']:.0f} clips; mean over {len(sup['train'])} probe seeds "
+             "[95 % bootstrap interval over the clips]. DCASE 2023 metrics (F and LE at 20 deg).",
+             "", "| metric | value | goal | met |", "|---|---:|---|---|"]
+    goals = {g["metric"]: g for g in sup["goals"]}
+    for key, label, _ in HEAD_METRICS["supervised"]:
+        ci = m[key]["ci95"]
+        g = goals.get(key)
+        lines.append(f"| {label} | {m[key]['mean']:.3f}"
+                     + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + " | "
+                     + (f"{g['goal']} | {'yes' if g['met'] else 'no'}" if g else "- | -") + " |")
+    g = goals["training seconds per seed (max)"]
+    per = ", ".join(f"seed {t['seed']}: {t['step']} steps in {_dur(t['seconds'])}"
+                    for t in sup["train"])
+    lines += ["", f"Training (each seed from scratch, its evaluation included): {per}; "
+              f"goal {_dur(SUPERVISED_BUDGET_S)} per seed: {'met' if g['met'] else 'not met'} "
+              "(see the compute-cost table for the machine's load).", ""]
+    return lines
+
+
 # --- reports -----------------------------------------------------------------------------------
 
 
@@ -228,6 +287,8 @@ def write_markdown(path: Path, study: dict):
     for note in study["notes"]:
         lines += [f"**Note:** {note}", ""]
     for stage, metrics in study["tables"].items():
+        if stage == "supervised":  # one random-init run: its own section below
+            continue
         for metric, label, higher in metrics:
             data = cells(records, stage, metric)
             fmts = [f for f in FORMATS if any(k[1] == f for k in data)]
@@ -240,6 +301,7 @@ def write_markdown(path: Path, study: dict):
                 lines.append(f"| {INIT_LABELS[init]} | "
                              + " | ".join(_fmt(data.get((init, f), [])) for f in fmts) + " |")
             lines.append("")
+    lines += supervised_lines(study["supervised"])
     lines += ["## Expectations from the literature", "",
               "AVSA (viewpoints: Morgado et al., NeurIPS 2020; objects: Wang et al., IEEE JSTSP "
               "2022) should give encoders at least as good as AVC, and both better than random, "
@@ -294,7 +356,8 @@ def write_plot(path: Path, study: dict) -> bool:
     import matplotlib.pyplot as plt
 
     records = study["runs"]
-    panels = [(stage, *metrics[0]) for stage, metrics in study["tables"].items()]
+    panels = [(stage, *metrics[0]) for stage, metrics in study["tables"].items()
+              if stage != "supervised"]
     if "localise" in study["tables"]:
         panels.insert(1, ("localise", *study["tables"]["localise"][2]))
     panels = [p for p in panels if cells(records, p[0], p[1])] or panels[:1]
@@ -378,6 +441,7 @@ def write_reports(out: Path, preset: dict, heads: list[str], records: list[dict]
         "runs": records,
         "expectations": exp,
         "pretrain_table": pre_rows,
+        "supervised": supervised(records),
         "cost": cost,
         "machine": machine(load_start),
         "invocation": invocation,
@@ -389,15 +453,5 @@ def write_reports(out: Path, preset: dict, heads: list[str], records: list[dict]
     write_markdown(out.with_suffix(".md"), study)
     for e in exp:  # JSON keys: tuples to lists
         e["a"], e["b"] = list(e["a"]), list(e["b"])
-    out.with_suffix(".json").write_text(json.dumps(_json(study), indent=2))
+    out.with_suffix(".json").write_text(json.dumps(json_safe(study), indent=2))
     return study
-
-
-def _json(x):
-    if isinstance(x, dict):
-        return {str(k): _json(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json(v) for v in x]
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x

@@ -44,12 +44,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclasses.dataclass(frozen=True)
 class HeadPlan:
-    """One downstream head of the study: which formats it is probed on, for how long."""
+    """One downstream stage of the study: which probe it runs, on which inits, formats and
+    seeds, for how long."""
 
-    head: str  # spatialav.probe --head
+    head: str  # the stage's name (its work-directory folder and report table)
     formats: tuple[str, ...] = FORMATS
     steps: int | None = None  # probe training steps (None: the probe preset's)
     overrides: tuple[str, ...] = ()  # extra `--set` items of the probe
+    probe_head: str | None = None  # spatialav.probe --head (None: ``head``)
+    config: str | None = None  # spatialav.probe --config (None: the study's probe_config)
+    finetune: bool = False  # spatialav.probe --finetune
+    inits: tuple[str, ...] | None = None  # None: the study's inits
+    seeds: tuple[int, ...] | None = None  # None: the study's seeds
+
+    @property
+    def probe(self) -> str:
+        return self.probe_head or self.head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +75,18 @@ class StudyPreset:
     pretrain_overrides: tuple[str, ...] = ()
     inits: tuple[str, ...] = INITS
 
-    @property
-    def formats(self) -> tuple[str, ...]:
-        """The formats pretraining has to cover: those of any head, in FORMATS order."""
-        used = {f for h in self.heads for f in h.formats}
-        return tuple(f for f in FORMATS if f in used)
+    def head_plan(self, stage: str) -> HeadPlan:
+        return next(h for h in (*self.heads, *self.extra_heads) if h.head == stage)
 
 
 # Localisation maps embed every (clip, direction) pair of an evaluation batch at once, so their
 # memory grows with batch x grid: 16 clips x 24 x 12 directions of the CPU model took 13 GB.
 MAP_MEMORY = ("eval.batch_size=4",)
 SEPARATE = ("separation.mix.query_kinds=visual", "separation.train.progress=false")
+# The supervised SELD reference (random init, trained end to end with the probe preset `seld`,
+# its three probe seeds in one run): what the pretrained encoders' SELD figures compare with.
+SUPERVISED = HeadPlan("supervised", ("foa",), probe_head="seld", config="seld", finetune=True,
+                      inits=("random",), seeds=(0,), overrides=("train.progress=false",))
 
 
 def micro() -> StudyPreset:
@@ -119,7 +130,8 @@ def cpu() -> StudyPreset:
                                    "head.grid_az=12", "head.grid_el=6")),
                HeadPlan("seld", ("foa",), steps=400, overrides=(*probe, "eval.max_clips=48")),
                HeadPlan("classify", ("foa",), steps=300,
-                        overrides=(*probe, "eval.max_clips=48"))),
+                        overrides=(*probe, "eval.max_clips=48")),
+               SUPERVISED),
         extra_heads=(HeadPlan("separate", ("foa",), steps=300, overrides=SEPARATE),),
         # AVSA with InfoNCE alone, like AVC and AVSA-objects: the inits then differ in their
         # pretext task, not in the form of the loss (the default preset adds a sigmoid term
@@ -175,13 +187,15 @@ class Run:
 
 def plan(preset: StudyPreset, heads: tuple[HeadPlan, ...]) -> list[Run]:
     """Every run, seed by seed (so an interrupted study has whole seeds to report): first
-    the seed's pretraining runs, then its probes."""
+    the seed's pretraining runs that its probes load, then its probes."""
     runs = []
     for seed in preset.seeds:
+        probes = [Run(h.head, init, fmt, seed) for h in heads if seed in (h.seeds or preset.seeds)
+                  for init in (h.inits or preset.inits) for fmt in h.formats]
+        needed = {(p.init, p.fmt) for p in probes}
         runs += [Run(PRETRAIN, task, fmt, seed) for task in preset.inits if task != "random"
-                 for fmt in preset.formats]
-        runs += [Run(h.head, init, fmt, seed) for h in heads for init in preset.inits
-                 for fmt in h.formats]
+                 for fmt in FORMATS if (task, fmt) in needed]
+        runs += probes
     return runs
 
 
@@ -195,7 +209,8 @@ def command(run: Run, preset: StudyPreset, head: HeadPlan | None, work: Path,
                str(preset.pretrain_steps), *_sets(preset.pretrain_overrides)]
     else:
         pre = run.pretrain_run()
-        cmd = ["-m", "spatialav.probe", "--head", run.stage, "--config", preset.probe_config,
+        cmd = ["-m", "spatialav.probe", "--head", head.probe, "--config",
+               head.config or preset.probe_config, *(["--finetune"] if head.finetune else []),
                "--init", str(pre.workdir(work)) if pre else "random", "--format", run.fmt,
                *(["--steps", str(head.steps)] if head.steps is not None else []),
                *_sets(head.overrides)]
@@ -206,8 +221,8 @@ def _sets(items) -> list[str]:
     return [a for item in items for a in ("--set", item)]
 
 
-TRAINS = (PRETRAIN, "classify", "seld", "separate")  # stages whose runs write summary.json
-PER_SEED = ("classify", "seld")  # probes with a head per probe seed (runner.train_and_score)
+TRAINS = ("classify", "doa", "seld", "separate")  # probes whose runs write summary.json
+PER_SEED = ("classify", "doa", "seld")  # a head per probe seed (runner.train_and_score)
 
 
 def is_done(run: Run, work: Path, preset: StudyPreset) -> bool:
@@ -217,10 +232,11 @@ def is_done(run: Run, work: Path, preset: StudyPreset) -> bool:
     d = run.workdir(work)
     if run.stage != PRETRAIN and not (d / "probe.json").exists():
         return False
-    # classify / seld train one head per probe seed, each in its own seed<s> folder
-    paths = sorted(d.glob("seed*/summary.json")) if run.stage in PER_SEED else [d / "summary.json"]
+    probe = PRETRAIN if run.stage == PRETRAIN else preset.head_plan(run.stage).probe
+    # classify / doa / seld train one head per probe seed, each in its own seed<s> folder
+    paths = sorted(d.glob("seed*/summary.json")) if probe in PER_SEED else [d / "summary.json"]
     if not paths or not all(p.exists() for p in paths):
-        return run.stage not in TRAINS
+        return probe not in (PRETRAIN, *TRAINS)
     steps = preset.pretrain_steps if run.stage == PRETRAIN else None
     return all(not s.get("preempted") and (steps is None or s.get("step", 0) >= steps)
                for s in (json.loads(p.read_text()) for p in paths))
@@ -284,12 +300,14 @@ def execute(run: Run, cmd: list[str], work: Path, env: dict, total_steps: int | 
 
 def _progress(d: Path, total: int | None) -> str:
     """', step N/M' from a run's metrics log, if it has one yet."""
-    path = d / "logs" / "metrics.jsonl"
+    logs = sorted(d.glob("seed*/logs/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
+    path = logs[-1] if logs else d / "logs" / "metrics.jsonl"  # per-seed probes: the latest
     if not path.exists():
         return ""
     lines = path.read_text().splitlines()
     step = json.loads(lines[-1]).get("step") if lines else None
-    return f", step {step}/{total}" if step is not None else ""
+    seed = f" of {path.parts[-3]}" if logs else ""
+    return f", step {step}/{total}{seed}" if step is not None else ""
 
 
 def _tail(path: Path, n: int = 6) -> str:
@@ -336,7 +354,22 @@ def collect(runs: list[Run], work: Path, status: dict[Run, str]) -> list[dict]:
         if rec["status"] == "done" and result.exists():
             data = json.loads(result.read_text())
             rec["metrics"] = flatten(data["eval"] if run.stage == PRETRAIN else data["metrics"])
+            if "ci95" in data:  # probes: each metric's 95 % bootstrap interval over the clips
+                rec["ci95"] = _flat_pairs(data["ci95"])
+            if "train" in data:  # probes: each probe seed's steps and training seconds
+                rec["train"] = data["train"]
         out.append(rec)
+    return out
+
+
+def _flat_pairs(d: dict, prefix: str = "") -> dict[str, list]:
+    """The [lo, hi] leaves of a nested dict as {'a.b': [lo, hi]}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat_pairs(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -382,7 +415,8 @@ def study_identity(preset: StudyPreset, data_root: str | None) -> dict:
         "pretrain": [preset.pretrain_config, preset.pretrain_steps,
                      preset.pretrain_overrides],
         "probe_config": preset.probe_config, "data_root": data_root,
-        "heads": {h.head: [h.steps, h.overrides] for h in preset.heads}}))
+        "heads": {h.head: [h.steps, h.overrides, h.probe, h.config, h.finetune]
+                  for h in preset.heads}}))
 
 
 def main(argv=None) -> int:

@@ -134,7 +134,7 @@ def run(cfg: configs.Config, workdir: str) -> dict:
 
     dataset = resolve_dataset(cfg)
     os.makedirs(workdir, exist_ok=True)
-    meta = {"task": cfg.task, "config": pretraining.json_safe(dataclasses.asdict(cfg))}
+    meta = {"task": cfg.task, "config": configs.json_safe(dataclasses.asdict(cfg))}
     check_workdir(workdir, meta)
     mesh = mesh_lib.make_mesh()
     local_batch = mesh_lib.per_process_batch_size(cfg.train.batch_size, mesh)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spatialav import features, models, objectives
+from spatialav import configs, features, models, objectives
 from spatialav.configs import Config
 from spatialav.data import pipeline
 from spatialav.metrics.retrieval import binary_probe, retrieval_accuracy
@@ -251,14 +251,4 @@ def init_model(cfg: Config) -> AVModel:
 
 def model_fingerprint(cfg: Config) -> dict:
     """What a checkpoint's parameters depend on; checked before restoring into a model."""
-    return {"model": json_safe(dataclasses.asdict(cfg.model))}
-
-
-def json_safe(x):
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, tuple | list):
-        return [json_safe(v) for v in x]
-    if isinstance(x, np.generic | jnp.ndarray):
-        return x.item()
-    return x
+    return {"model": configs.json_safe(dataclasses.asdict(cfg.model))}

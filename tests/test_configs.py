@@ -69,3 +69,22 @@ def test_a_config_from_other_code_names_the_unknown_field():
     d["optim"]["momentum_schedule"] = 3
     with pytest.raises(ValueError, match=r"run.json: OptimConfig has no fields \['momentum_sch"):
         configs.config_from_dict(d, source="run.json")
+
+
+def test_json_safe_makes_strict_json_of_metrics_and_configs():
+    import json
+    import math
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from spatialav import configs
+
+    x = {"a": (1, np.float32(0.5)), 3: {"nan": float("nan"), "jax": jnp.asarray(2.0),
+                                        "np0d": np.array(7), "inf": math.inf}}
+    safe = configs.json_safe(x)
+    assert safe == {"a": [1, 0.5], "3": {"nan": None, "jax": 2.0, "np0d": 7, "inf": math.inf}}
+    assert type(safe["3"]["jax"]) is float and type(safe["3"]["np0d"]) is int
+    json.dumps(safe, allow_nan=True)  # every leaf a plain Python value
+    cfg = configs.get_config("tiny")
+    assert configs.config_from_dict(configs.json_safe(configs.to_dict(cfg))) == cfg

@@ -105,6 +105,36 @@ def test_probe_command_loads_its_own_pretraining_run(tmp_path):
     assert rnd[rnd.index("--init") + 1] == "random" and not any("data.root" in a for a in rnd)
 
 
+def test_supervised_reference_is_one_random_init_finetuning_run_scored_against_its_goals(
+        tmp_path):
+    preset = ds.cpu()
+    runs = ds.plan(preset, (ds.SUPERVISED,))
+    assert runs == [ds.Run("supervised", "random", "foa", 0)]  # no pretraining, one seed
+    cmd = ds.command(runs[0], preset, ds.SUPERVISED, tmp_path, None)
+    assert cmd[cmd.index("--head") + 1] == "seld" and cmd[cmd.index("--config") + 1] == "seld"
+    assert "--finetune" in cmd and cmd[cmd.index("--init") + 1] == "random"
+    assert ds.SUPERVISED in preset.heads
+    # a probe.json as the runner writes it: the record carries the CIs and the seeds' timings
+    d = runs[0].workdir(tmp_path)
+    d.mkdir(parents=True)
+    (d / "probe.json").write_text(json.dumps({
+        "metrics": {"dcase2023": {"F": 0.52, "LE": 19.0, "LR": 0.6, "ER": 0.5, "SELD": 0.4},
+                    "clips": 400},
+        "ci95": {"dcase2023": {"F": [0.49, 0.55], "LE": [18.0, 20.5], "LR": [0.5, 0.7],
+                               "ER": [0.4, 0.6], "SELD": [0.3, 0.5]}},
+        "train": [{"seed": 0, "step": 12000, "seconds": 1500.0},
+                  {"seed": 1, "step": 12000, "seconds": 1900.0}]}))
+    rec = ds.collect(runs, tmp_path, {runs[0]: "done"})
+    sup = rep.supervised(rec)
+    assert sup["metrics"]["dcase2023.F"] == {"mean": 0.52, "ci95": [0.49, 0.55]}
+    met = {g["metric"]: g["met"] for g in sup["goals"]}
+    assert met == {"dcase2023.F": True, "dcase2023.LE": True,
+                   "training seconds per seed (max)": False}  # seed 1 took 31.7 min
+    text = "\n".join(rep.supervised_lines(sup))
+    assert "0.520 [0.490, 0.550]" in text and "not met" in text
+    assert rep.supervised(ds.collect(runs, tmp_path, {})) is None  # pending: nothing to report
+
+
 def test_work_directory_refuses_other_settings_but_takes_new_heads(tmp_path):
     preset = ds.micro()
     ds.check_study_dir(tmp_path, ds.study_identity(preset, None))
@@ -175,7 +205,8 @@ def test_every_preset_builds_valid_pretrain_and_probe_configs(name):
         assert cfg.model.audio_fmt == "mono" and cfg.train.seed == 1
     for head in (*preset.heads, *preset.extra_heads):
         probe = [o for o in head.overrides if not o.startswith("separation.")]
-        cfg = probe_configs.get_config(preset.probe_config, task=head.head, fmt=head.formats[0],
+        cfg = probe_configs.get_config(head.config or preset.probe_config, task=head.probe,
+                                       fmt=head.formats[0], finetune=head.finetune,
                                        overrides=probe)
         assert cfg.model_preset == preset.pretrain_config  # random encoders match pretrained
         sep = [o[len("separation."):] for o in head.overrides if o.startswith("separation.")]

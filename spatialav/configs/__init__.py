@@ -207,11 +207,26 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def json_safe(x):
+    """``x`` (a config's ``to_dict``, metrics, a summary) with what JSON cannot hold made
+    plain: tuples -> lists, keys -> str, numpy / JAX scalars -> Python numbers, NaN -> None
+    (strict JSON has no NaN; infinities stay, as json writes them)."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return [json_safe(v) for v in x]
+    if getattr(x, "shape", None) == () and hasattr(x, "item"):  # numpy / JAX scalars
+        return json_safe(x.item())
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
 def config_from_dict(d: dict, source: str = "<dict>") -> Config:
     """A ``Config`` from ``to_dict`` / its JSON (a run's ``config.json`` holds one)."""
     return from_dict(Config, d, source)
 
 
 __all__ = ["Config", "DataConfig", "EvalConfig", "ObjectiveConfig", "PRESETS", "TASKS",
-           "apply_overrides", "check_task", "config_from_dict", "get_config", "to_dict",
-           "with_format", "with_task"]
+           "apply_overrides", "check_task", "config_from_dict", "get_config", "json_safe",
+           "to_dict", "with_format", "with_task"]

@@ -113,7 +113,7 @@ def default() -> ProbeConfig:
         data=DataConfig(synthetic_preset="default", pipeline=pipeline),
         optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, weight_decay=1e-4),
         train=TrainConfig(steps=400, batch_size=16, log_every=20, checkpoint_every=200),
-        eval=ProbeEvalConfig(max_clips=200, batch_size=16),
+        eval=ProbeEvalConfig(max_clips=400, batch_size=16),  # the whole default test split
     )
 
 

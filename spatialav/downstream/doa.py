@@ -17,7 +17,13 @@ import numpy as np
 from flax import nnx
 
 from spatialav import features
-from spatialav.downstream.seld import LABEL_HOP_S, format_audio, label_pooling, targets_from_rows
+from spatialav.downstream.seld import (
+    LABEL_HOP_S,
+    format_audio,
+    label_pooling,
+    sequence_timing,
+    targets_from_rows,
+)
 
 WITHIN_DEG = 20.0
 
@@ -43,10 +49,9 @@ class DOAProbe(nnx.Module):
 
     def __init__(self, encoders, n_classes: int, *, rngs: nnx.Rngs):
         self.audio, self.fmt, self.feature_cfg = encoders.audio, encoders.fmt, encoders.feature_cfg
-        fc = self.feature_cfg
-        hop_s = fc.hop_length / fc.sample_rate
-        self.head = DOAHead(encoders.config.embed_dim, n_classes,
-                            step_s=self.audio.time_stride * hop_s, hop_s=hop_s, rngs=rngs)
+        step_s, hop_s = sequence_timing(encoders)
+        self.head = DOAHead(encoders.config.embed_dim, n_classes, step_s=step_s, hop_s=hop_s,
+                            rngs=rngs)
 
     def __call__(self, audio):
         n_labels = int(round(audio.shape[-2] / self.feature_cfg.sample_rate / LABEL_HOP_S))

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from spatialav import features
+from spatialav import configs, features
 from spatialav.data import pipeline, storage
 from spatialav.downstream import seld
 
@@ -220,7 +220,7 @@ def cache_identity(enc, dataset, pcfg, *, n_augment: int, seed: int, use_video: 
             "weights": weights_digest(enc.audio, enc.video if use_video else None),
             "format": enc.fmt, "features": dataclasses.asdict(enc.feature_cfg),
             "dataset": str(dataset), "dataset_info": hashlib.sha256(info.encode()).hexdigest(),
-            "pipeline": _jsonable(dataclasses.asdict(pcfg)), "n_augment": n_augment,
+            "pipeline": configs.json_safe(dataclasses.asdict(pcfg)), "n_augment": n_augment,
             "seed": seed, "use_video": use_video, "eval_split": eval_split,
             "eval_clips": eval_clips}
 
@@ -254,16 +254,6 @@ def cached_features(enc, dataset, pcfg, cache_dir: str | os.PathLike, *, n_augme
             np.savez(tmp, **arrays)
             os.replace(tmp, files[split])  # a killed writer leaves no half file under the name
     return train, ev, {"dir": str(folder), "computed": True, "seconds": seconds}
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, tuple | list):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 # --- training on cached arrays ------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import time
@@ -59,7 +58,7 @@ def run(cfg: ProbeConfig, workdir: str, separation_overrides=()) -> dict:
         out.update(train_and_score(cfg, pcfg, enc, dataset, len(classes), workdir))
     out["workdir"] = os.path.abspath(workdir)
     if jax.process_index() == 0:
-        Path(workdir, "probe.json").write_text(json.dumps(_json(out), indent=2))
+        Path(workdir, "probe.json").write_text(json.dumps(configs.json_safe(out), indent=2))
     return out
 
 
@@ -79,7 +78,7 @@ def run_separation(cfg: ProbeConfig, workdir: str, overrides=()) -> dict:
     out = {"head": "separate", "encoders": enc.describe(), "dataset": str(dataset),
            "metrics": metrics, "workdir": os.path.abspath(workdir)}
     if jax.process_index() == 0:
-        Path(workdir, "probe.json").write_text(json.dumps(_json(out), indent=2))
+        Path(workdir, "probe.json").write_text(json.dumps(configs.json_safe(out), indent=2))
     return out
 
 
@@ -112,11 +111,11 @@ def check_workdir(workdir: str, cfg: ProbeConfig, enc: Encoders):
     if path.exists():
         old = json.loads(path.read_text())
         old["head"] = {k: v for k, v in old.get("head", {}).items() if k not in DECODE_FIELDS}
-        if {k: old.get(k) for k in mine} != _json(mine):
+        if {k: old.get(k) for k in mine} != configs.json_safe(mine):
             raise ValueError(f"{workdir} holds another probe run ({old.get('task')}, "
                              f"{old.get('encoders')}); use another --workdir")
     if jax.process_index() == 0:
-        path.write_text(json.dumps(_json({**mine, "config": dataclasses.asdict(cfg)}),
+        path.write_text(json.dumps(configs.json_safe({**mine, "config": dataclasses.asdict(cfg)}),
                                    indent=2))
 
 
@@ -175,12 +174,6 @@ def train_and_score(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: i
     return out
 
 
-def _step_s(enc: Encoders) -> tuple[float, float]:
-    """(one encoder sequence step, one STFT hop) in seconds."""
-    hop_s = enc.feature_cfg.hop_length / enc.feature_cfg.sample_rate
-    return enc.audio.time_stride * hop_s, hop_s
-
-
 def _label_frames(pcfg) -> int:
     return int(round(pcfg.crop_s / seld.LABEL_HOP_S))
 
@@ -203,7 +196,7 @@ def build_cached_head(cfg: ProbeConfig, enc: Encoders, n_classes: int) -> nnx.Mo
     module ``build_head``'s probe holds as ``.head``."""
     rngs = nnx.Rngs(cfg.train.seed + 1)
     dim = enc.config.embed_dim
-    step_s, hop_s = _step_s(enc)
+    step_s, hop_s = seld.sequence_timing(enc)
     if cfg.task == "classify":
         return classification.ClassifyHead(dim * (2 if cfg.head.use_video else 1), n_classes,
                                            rngs=rngs)
@@ -244,7 +237,7 @@ def training_arrays(cfg: ProbeConfig, pcfg, cached: dict, n_classes: int) -> dic
 def _trainer(cfg: ProbeConfig, model, loss_fn, batches, workdir: str, mesh):
     from spatialav.train import Trainer
 
-    meta = {"probe": cfg.task, "config": _json(dataclasses.asdict(cfg))}
+    meta = {"probe": cfg.task, "config": configs.json_safe(dataclasses.asdict(cfg))}
     trainer = Trainer(cfg.train, cfg.optim, model, loss_fn, batches, workdir, meta=meta,
                       mesh=mesh)
     trainer.restore_latest()
@@ -456,15 +449,3 @@ def evaluate_localisation(cfg, pcfg, enc: Encoders, dataset, workdir: str) -> di
 def _chance_hit(hit_deg: float) -> float:
     """Fraction of the sphere within ``hit_deg`` of a point: the hit rate of a random peak."""
     return float((1 - np.cos(np.radians(hit_deg))) / 2)
-
-
-def _json(x):
-    if isinstance(x, dict):
-        return {str(k): _json(v) for k, v in x.items()}
-    if isinstance(x, tuple | list):
-        return [_json(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else x
-    return x

@@ -170,6 +170,14 @@ class SELDHead(nnx.Module):
         return self.outputs(self.hidden(seq, n_labels))
 
 
+def sequence_timing(encoders) -> tuple[float, float]:
+    """(one step of the audio encoder's sequence, one STFT hop) in seconds: what
+    ``label_pooling`` needs to pool the sequence to label frames."""
+    fc = encoders.feature_cfg
+    hop_s = fc.hop_length / fc.sample_rate
+    return encoders.audio.time_stride * hop_s, hop_s
+
+
 class SELDProbe(nnx.Module):
     """Audio encoder (frozen or not) + ``SELDHead``; input: audio ``[B, T, C]`` in the format."""
 
@@ -177,10 +185,9 @@ class SELDProbe(nnx.Module):
                  distance: bool = False, activity: bool = False, rngs: nnx.Rngs):
         self.audio = encoders.audio
         self.fmt, self.feature_cfg = encoders.fmt, encoders.feature_cfg
-        fc = self.feature_cfg
-        hop_s = fc.hop_length / fc.sample_rate
+        step_s, hop_s = sequence_timing(encoders)
         self.head = SELDHead(encoders.config.embed_dim, n_classes, hidden=hidden,
-                             step_s=self.audio.time_stride * hop_s, hop_s=hop_s,
+                             step_s=step_s, hop_s=hop_s,
                              n_tracks=n_tracks, distance=distance, activity=activity,
                              rngs=rngs)
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spatialav import features
+from spatialav import configs, features
 from spatialav.data import storage
 from spatialav.downstream import data as ddata
 from spatialav.downstream import mixtures, text_query
@@ -250,7 +250,7 @@ def run(cfg: SeparationConfig, encoders, workdir: str | os.PathLike, *,
     data = iter(mixtures.train_dataset(train_maker, batch_size=per_process, seed=cfg.seed,
                                        shard=shard).to_iter_dataset())
     hook = SeparationHook(eval_maker, cfg, cfg.train.eval_every, mesh)
-    meta = {"head": "separate", "config": _json_safe(dataclasses.asdict(cfg)),
+    meta = {"head": "separate", "config": configs.json_safe(dataclasses.asdict(cfg)),
             "encoders": encoders.describe()}
     trainer = Trainer(cfg.train, cfg.optim, model, make_loss_fn(), data, workdir,
                       hooks=[hook], meta=meta, mesh=mesh)
@@ -266,16 +266,6 @@ def run(cfg: SeparationConfig, encoders, workdir: str | os.PathLike, *,
         with open(os.path.join(workdir, "separation_results.json"), "w") as f:
             json.dump({"metrics": metrics, "meta": meta}, f, indent=2)
     return metrics
-
-
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, tuple | list):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x
 
 
 def format_table(metrics: dict[str, float], query_kinds: Sequence[str] = QUERY_KINDS) -> str:
