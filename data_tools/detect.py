@@ -9,7 +9,7 @@ and their sha256, the ``DetectConfig``, the clip count) and one ``part-<start>-<
 ``--part-size`` records (format: ``spatialav.detect``). Each part is written under a temp
 name and renamed when complete, so a killed run, run again, continues with the parts that
 are missing. A rerun with other weights or settings refuses to mix them into the same
-folder. Read them with ``spatialav.detect.load_detections(dataset_dir, split)``.
+folder. Read them with ``spatialav.data.detections.load_detections(dataset_dir, split)``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from spatialav import detect
+from spatialav.data import detections
 
 
 def sha256(path: Path) -> str:
@@ -57,13 +58,13 @@ def run_split(dataset_dir, split: str, weights: Path, cfg: detect.DetectConfig,
 
     source = storage.open_split(dataset_dir, split)
     model = detect.load_model(weights)  # a bad weights file stops before anything is written
-    out = Path(out) / split if out is not None else detect.sidecar_dir(dataset_dir, split)
+    out = Path(out) / split if out is not None else detections.sidecar_dir(dataset_dir, split)
     claim(out, {"weights": str(weights), "sha256": sha256(weights),
                 "detect_config": cfg.to_json(), "num_clips": len(source)})
     for stale in out.glob("*.tmp-*"):  # leftovers of a killed run
         stale.unlink()
     parts = [(s, min(s + part_size, len(source))) for s in range(0, len(source), part_size)]
-    todo = [p for p in parts if not (out / detect.part_name(*p)).exists()]
+    todo = [p for p in parts if not (out / detections.part_name(*p)).exists()]
     bar = tqdm(total=len(source), initial=len(source) - sum(b - a for a, b in todo),
                desc=f"detect {split}", unit="clip", disable=not progress)
     for start, stop in todo:
@@ -74,7 +75,7 @@ def run_split(dataset_dir, split: str, weights: Path, cfg: detect.DetectConfig,
             clip_id = clip_id.decode() if isinstance(clip_id, bytes) else str(clip_id)
             clips[clip_id] = detect.detect(model, record["frames"], cfg)
             bar.update()
-        detect.save_part(out / detect.part_name(start, stop), clips)
+        detections.save_part(out / detections.part_name(start, stop), clips)
     bar.close()
     return out
 
@@ -121,7 +122,7 @@ def detect_splits(args) -> list[Path]:
     for split in splits:
         t0 = time.perf_counter()
         outs.append(run_split(args.data, split, weights, cfg, args.part_size, args.out))
-        n = len(detect.load_detections(args.data, split, outs[-1]))
+        n = len(detections.load_detections(args.data, split, outs[-1]))
         print(f"{split}: {n} clips in {outs[-1]} ({time.perf_counter() - t0:.1f} s)",
               flush=True)
     return outs

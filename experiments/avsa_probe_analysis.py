@@ -52,8 +52,8 @@ def view_activity(loader, max_clips: int, radius_deg: float) -> np.ndarray:
 
 
 def analyse(a, v, active, l2s) -> dict:
-    from spatialav.metrics.retrieval import probe_predictions
-    from spatialav.pretraining import probe_pairs
+    from spatialav.metrics.logistic_probe import probe_predictions
+    from spatialav.pretraining.validation import probe_pairs
 
     x, y, groups, wrong = probe_pairs(a, v)
     y = y.astype(bool)
@@ -128,9 +128,9 @@ def main(argv=None):
     from flax import nnx
 
     from spatialav import configs, pretraining
+    from spatialav.data.resolve import resolve_dataset
     from spatialav.downstream.encoders import load_params, read_checkpoint
     from spatialav.models import AVModel
-    from spatialav.pretrain import resolve_dataset
     from spatialav.train import mesh as mesh_lib
 
     config_file = os.path.join(args.workdir, "config.json")
@@ -139,7 +139,7 @@ def main(argv=None):
     mcfg, params, step, _ = read_checkpoint(args.workdir, args.step)
     model = nnx.eval_shape(lambda: AVModel(mcfg, rngs=nnx.Rngs(0)))
     load_params(model, params, source=args.workdir)
-    ds = resolve_dataset(cfg)
+    ds = resolve_dataset(cfg.data)
     hook = pretraining.ValidationHook(cfg, ds, mesh_lib.make_mesh())
     a, v = hook.embeddings(model)
     active = view_activity(hook.loader, len(a), args.radius)

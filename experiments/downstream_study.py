@@ -307,7 +307,9 @@ def _progress(d: Path, total: int | None) -> str:
     lines = path.read_text().splitlines()
     step = json.loads(lines[-1]).get("step") if lines else None
     seed = f" of {path.parts[-3]}" if logs else ""
-    return f", step {step}/{total}{seed}" if step is not None else ""
+    if step is None:
+        return ""
+    return f", step {step}" + (f"/{total}" if total else "") + seed
 
 
 def _tail(path: Path, n: int = 6) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shlex
@@ -36,6 +37,7 @@ import numpy as np
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="spatialav-yolo-"))
 
 from spatialav import detect, geometry  # noqa: E402
+from spatialav.data import transforms  # noqa: E402
 from spatialav.synth import render_clip  # noqa: E402
 
 SEED0 = 30_000_000
@@ -122,6 +124,40 @@ def seam(model, clips, stride: int) -> dict:
     return out
 
 
+def detections_to_objects(dets: detect.Detections, m: int, centre_frame: float,
+                          rng: np.random.Generator | None = None, min_score: float = 0.0):
+    """Up to M object directions for ``transforms.object_views`` from a clip's detections.
+
+    The detections counterpart of ``transforms.select_objects`` on ground-truth boxes:
+    each track (or, untracked, each detection of the frame nearest ``centre_frame``) is one
+    object, placed where it is seen nearest ``centre_frame``. Returns (directions ``[M, 2]``
+    float32, valid ``[M]`` bool, class ``[M]`` int32, object id ``[M]`` int32), padded.
+    """
+    objects = transforms.detection_objects(dets.to_rows(), centre_frame, min_score)
+    return transforms.select_objects(rng, objects, m, centre_frame)
+
+
+def beam_correlations(clip, dirs, valid, pattern: str = "hypercardioid",
+                      max_offset: float = math.radians(10)) -> tuple[list[float], list[float]]:
+    """How well beams steered to ``dirs [M, 2]`` (``valid [M]``) pick out a synthetic clip's
+    sources: for each beam within ``max_offset`` of a source, |corr| of the beamformed FOA
+    with that source's dry signal (own) and with every other source's (other). Beams toward
+    silent distractors are skipped. Returns (own, other) lists."""
+    beams, _ = transforms.object_views(clip.audio[None], clip.frames[None, :1], dirs[None],
+                                       valid[None], pattern, np.pi / 3, 16)
+    beams = np.asarray(beams[0])
+    own, other = [], []
+    for j in np.flatnonzero(valid):
+        dist = geometry.angular_distance(*dirs[j], *clip.source_direction.T)
+        s = int(np.argmin(dist))
+        if dist[s] > max_offset:
+            continue
+        corr = [abs(np.corrcoef(beams[j], dry)[0, 1]) for dry in clip.dry]
+        own.append(corr[s])
+        other += [c for k, c in enumerate(corr) if k != s]
+    return own, other
+
+
 def beams(clips, found, pattern: str = "hypercardioid") -> dict:
     """Mean |corr| of object beams with their own source vs the other sources."""
     res = {}
@@ -131,10 +167,10 @@ def beams(clips, found, pattern: str = "hypercardioid") -> dict:
             if clip.num_sources < 2:
                 continue
             if name == "detections":
-                dirs, valid, _, _ = detect.detections_to_objects(dets, 4, dets.num_frames / 2)
+                dirs, valid, _, _ = detections_to_objects(dets, 4, dets.num_frames / 2)
             else:
                 dirs, valid = clip.source_direction, np.ones(clip.num_sources, bool)
-            o, x = detect.beam_correlations(clip, dirs, valid, pattern)
+            o, x = beam_correlations(clip, dirs, valid, pattern)
             own += o
             other += x
         res[name] = {"own": float(np.mean(own)), "other": float(np.mean(other)),

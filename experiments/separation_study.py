@@ -24,6 +24,7 @@ import jax
 
 from spatialav.data import synthetic
 from spatialav.downstream import separation
+from spatialav.downstream.config import SeparationConfig
 from spatialav.downstream.encoders import load_encoders
 
 VARIANTS = {
@@ -34,9 +35,9 @@ VARIANTS = {
 }
 
 
-def variant_config(name: str, steps: int, batch_size: int) -> separation.SeparationConfig:
+def variant_config(name: str, steps: int, batch_size: int) -> SeparationConfig:
     v = VARIANTS[name]
-    cfg = separation.SeparationConfig()
+    cfg = SeparationConfig()
     return dataclasses.replace(
         cfg,
         mix=dataclasses.replace(cfg.mix, input_format=v["input_format"]),

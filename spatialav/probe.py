@@ -45,9 +45,8 @@ examples:
   train.steps, train.batch_size, optim.learning_rate, head.hidden, head.use_video,
   eval.seeds, eval.bootstrap, label_fraction, cache.n_augment, cache.dir,
   head.distance, head.grid_az, head.hit_deg, eval.split, eval.max_clips, eval.maps,
-  data.pipeline.crop_s, data.pipeline.rotation, data.root, model_preset;
---set separation.<field>=v sets the separation head's own config
-  (spatialav/downstream/separation.py SeparationConfig), e.g. separation.mix.query_kinds=visual
+  data.pipeline.crop_s, data.pipeline.rotation, data.root, model_preset, and the separate
+  head's own settings under separation. (SeparationConfig), e.g. separation.mix.query_kinds=visual
 """
 
 
@@ -80,17 +79,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def split_overrides(items) -> tuple[list[str], list[str]]:
-    """(probe config overrides, ``separation.*`` overrides without their prefix)."""
-    probe = [o for o in items if not o.startswith("separation.")]
-    sep = [o[len("separation."):] for o in items if o.startswith("separation.")]
-    return probe, sep
-
-
 def build_config(args) -> probe_configs.ProbeConfig:
-    overrides = split_overrides(args.overrides)[0]
-    if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
+    overrides = list(args.overrides)
+    if args.steps is not None:  # the separate head trains with its own settings
+        prefix = "separation." if args.head == "separate" else ""
+        overrides.append(f"{prefix}train.steps={args.steps}")
     if args.data != "synthetic":
         overrides.append(f"data.source={args.data}")
     if args.write_csv:
@@ -114,20 +107,17 @@ def main(argv=None) -> int:
         return 2
     workdir = os.path.abspath(args.workdir or default_workdir(args))
     from spatialav.downstream import runner
-    from spatialav.downstream.data import HeadPreempted
     from spatialav.train import NonFiniteLossError
+    from spatialav.train.preemption import PREEMPTED_EXIT_CODE, Preempted
 
     try:
-        sep_overrides = split_overrides(args.overrides)[1]
-        if args.steps is not None:
-            sep_overrides.append(f"train.steps={args.steps}")
-        result = runner.run(cfg, workdir, sep_overrides)
+        result = runner.run(cfg, workdir)
     except (ValueError, OSError, NonFiniteLossError) as e:  # bad input; OSError: paths
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except HeadPreempted as e:
+    except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
-        return 3
+        return PREEMPTED_EXIT_CODE
     print(json.dumps({"head": result.get("head"), "encoders": result.get("encoders"),
                       "metrics": result.get("metrics")}, indent=2, default=str))
     print(f"summary: {os.path.join(workdir, 'probe.json')}")

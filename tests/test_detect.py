@@ -2,7 +2,7 @@
 
 The geometry and bookkeeping tests run without the ``detect`` extra; the ones that run the
 shipped detector (``spatialav/detectors/synthetic_yolo.pt``) skip when ultralytics is not
-installed. ultralytics' settings go to a temporary YOLO_CONFIG_DIR, never the user's.
+installed (ultralytics' settings go to a temporary directory: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ import io
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+import eval_detector
 import numpy as np
 import pytest
 from PIL import Image
 
-os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="spatialav-yolo-")  # before ultralytics
-os.environ["YOLO_OFFLINE"] = "1"
-
-from spatialav import detect, geometry  # noqa: E402
-from spatialav.detect import Detections  # noqa: E402
+from spatialav import detect, geometry
+from spatialav.data import detections
+from spatialav.detect import Detections
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = range(40_000_000, 40_000_006)  # fresh scenes: neither training nor held-out seeds
@@ -87,10 +85,21 @@ def test_corrupt_frames_raise_value_error(frames, message, tmp_path):
         detect.detect(weights, frames)
 
 
-def test_jpeg_frames_decode():
-    frames = np.random.default_rng(0).integers(0, 255, (2, 16, 32, 3), np.uint8)
-    out = detect.as_frames([_jpeg(f) for f in frames])
-    assert out.shape == frames.shape and out.dtype == np.uint8
+def test_encoded_frames_decode_to_their_pixels():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (2, 16, 32, 3), np.uint8)
+    png = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG")
+        png.append(buf.getvalue())
+    np.testing.assert_array_equal(detect.as_frames(png), frames)  # lossless: exact
+    # JPEG of a smooth image: close to it, channels in RGB order (not BGR).
+    smooth = np.zeros((2, 32, 64, 3), np.uint8)
+    smooth[..., 0] = np.linspace(0, 255, 64, dtype=np.uint8)
+    smooth[:, :, :, 2] = 40
+    out = detect.as_frames([_jpeg(f) for f in smooth])
+    assert out.dtype == np.uint8 and np.abs(out.astype(int) - smooth).mean() < 4
 
 
 def test_detections_rows_and_boxes_round_trip():
@@ -157,7 +166,7 @@ def test_tile_boxes_map_to_the_directions_gnomonic_crop_looks_at():
 def test_detections_to_objects_mirrors_select_objects():
     d = detect.link_tracks(_dets([0, 0, 1, 1, 2], [1, 2, 1, 2, 1], [0.1, 2.0, 0.12, 2.0, 0.14],
                                  [0.0, 0.3, 0.0, 0.3, 0.0]))
-    dirs, valid, cls, ids = detect.detections_to_objects(d, 3, centre_frame=2)
+    dirs, valid, cls, ids = eval_detector.detections_to_objects(d, 3, centre_frame=2)
     assert valid.tolist() == [True, True, False]
     np.testing.assert_allclose(dirs[0], [0.14, 0.0], atol=1e-6)  # seen in frame 2
     np.testing.assert_allclose(dirs[1], [2.0, 0.3], atol=1e-6)  # last seen in frame 1
@@ -166,16 +175,17 @@ def test_detections_to_objects_mirrors_select_objects():
 
 def test_parts_round_trip_and_unfinished_runs_raise(tmp_path):
     a, b = _dets([0, 2], [1, 3], [0.1, 0.2], 0.0, num_frames=4), Detections.empty(4)
-    detect.save_part(tmp_path / detect.part_name(0, 2), {"train/000000": a, "train/000001": b})
+    detections.save_part(tmp_path / detections.part_name(0, 2),
+                         {"train/000000": a, "train/000001": b})
     (tmp_path / "config.json").write_text('{"num_clips": 3}')
     with pytest.raises(ValueError, match="unfinished"):
-        detect.load_detections(None, "train", tmp_path)
-    detect.save_part(tmp_path / detect.part_name(2, 3), {"train/000002": a})
-    got = detect.load_detections(None, "train", tmp_path)
+        detections.load_detections(None, "train", tmp_path)
+    detections.save_part(tmp_path / detections.part_name(2, 3), {"train/000002": a})
+    got = detections.load_detections(None, "train", tmp_path)
     assert list(got) == ["train/000000", "train/000001", "train/000002"]
     np.testing.assert_array_equal(got["train/000000"].to_rows(), a.to_rows())
     assert len(got["train/000001"]) == 0 and got["train/000001"].num_frames == 4
-    source = detect.DetectionsSource([{"clip_id": b"train/000002"}], got)
+    source = detections.DetectionsSource([{"clip_id": b"train/000002"}], got)
     np.testing.assert_array_equal(source[0]["detections"], a.to_rows())
 
 
@@ -228,9 +238,9 @@ def test_angular_size_shrinks_azimuth_spans_near_the_poles():
 
 def _sidecar(dataset_dir, split: str, clips: dict[str, Detections]) -> None:
     """A detections sidecar as ``data_tools/detect.py`` writes it (one part)."""
-    out = detect.sidecar_dir(dataset_dir, split)
+    out = detections.sidecar_dir(dataset_dir, split)
     out.mkdir(parents=True)
-    detect.save_part(out / detect.part_name(0, len(clips)), clips)
+    detections.save_part(out / detections.part_name(0, len(clips)), clips)
     (out / "config.json").write_text(f'{{"num_clips": {len(clips)}}}')
 
 
@@ -245,11 +255,11 @@ def test_objects_come_from_the_detections_of_the_frames_the_crop_keeps():
     tracked = _dets(np.arange(n), 3, 0.01 * np.arange(n), 0.5, num_frames=n)
     tracked = dataclasses.replace(tracked, track=np.zeros(n))
     loose = _dets(np.arange(n), 4, 2.0, 0.01 * np.arange(n), num_frames=n)
-    dets = detect._concat([tracked, loose], n)
+    dets = detect.concat([tracked, loose], n)
     jpeg = schema.encode_jpeg(np.zeros((8, 16, 3), np.uint8))
     record = {"clip_id": b"c0", "audio": np.zeros((3 * 800, 4), np.int16), "sample_rate": 800,
               "fps": fps, "frames": np.array([jpeg] * n, dtype=object)}
-    source = detect.DetectionsSource([record], {"c0": dets})
+    source = detections.DetectionsSource([record], {"c0": dets})
     cfg = pipeline.PipelineConfig(crop_s=1.0, frame_stride=2, rotation="none", num_objects=3,
                                   objects_from="detections")
     starts = set()
@@ -290,15 +300,15 @@ def test_the_loader_reads_a_datasets_sidecar_and_refuses_one_of_another_build(tm
     _sidecar(data, "train", dict(list(clips.items())[:3]))
     with pytest.raises(ValueError, match="detections of 3 clips but split 'train' of"):
         pipeline.make_loader(data, cfg, **loader)
-    for path in detect.sidecar_dir(data, "train").iterdir():
+    for path in detections.sidecar_dir(data, "train").iterdir():
         path.unlink()
-    detect.sidecar_dir(data, "train").rmdir()
+    detections.sidecar_dir(data, "train").rmdir()
     _sidecar(data, "train", clips)
     batch = next(iter(pipeline.make_loader(data, cfg, **loader)))
     np.testing.assert_allclose(batch["object_dirs"][:, 0, 0], 0.1 * batch["index"], atol=1e-6)
     assert batch["object_valid"].sum(1).tolist() == [1] * 4
     # Detections made on another frame count would point at other times.
-    src = detect.DetectionsSource([{"clip_id": b"c", "frames": [b""] * 8}],
+    src = detections.DetectionsSource([{"clip_id": b"c", "frames": [b""] * 8}],
                                   {"c": Detections.empty(10)}, origin="here")
     with pytest.raises(ValueError, match="here: clip 'c' has 8 frames but its detections"):
         src[0]
@@ -317,7 +327,7 @@ def test_pretraining_on_objects_from_detections_counts_them(tmp_path, capsys):
     data = write_dataset(tmp_path / "plain" / "cfg" / "1.0.0", {"train": 4, "validation": 2})
 
     def clip(i):
-        return detect._concat([dataclasses.replace(
+        return detect.concat([dataclasses.replace(
             _dets(np.arange(10), 1, 1.5 * k, 0.1, w=0.5, h=0.5, num_frames=10),
             track=np.full(10, k)) for k in range(i % 3)], 10)
 
@@ -326,7 +336,7 @@ def test_pretraining_on_objects_from_detections_counts_them(tmp_path, capsys):
     _sidecar(data, "train", {f"train/{i}": clip(i) for i in range(4)})
     assert pretrain.main(argv) == 1  # no validation sidecar: named, with the command
     err = capsys.readouterr().err
-    assert f"expected {detect.sidecar_dir(data, 'validation')})" in err
+    assert f"expected {detections.sidecar_dir(data, 'validation')})" in err
     assert f"python data_tools/detect.py --data {data} --split train validation" in err
     _sidecar(data, "validation", {f"validation/{i}": clip(i + 1) for i in range(2)})
     assert pretrain.main(argv) == 0
@@ -335,7 +345,7 @@ def test_pretraining_on_objects_from_detections_counts_them(tmp_path, capsys):
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert summary["objects"] == {"from": "detections", "max_objects": 3, "logged_steps": 1,
                                   "objects_per_clip": 0.75, "clips_with_objects": 0.5,
-                                  "sidecar": str(detect.sidecar_dir(data, "train"))}
+                                  "sidecar": str(detections.sidecar_dir(data, "train"))}
     ev = summary["eval"]  # validation clips 1 and 2: 1 and 2 objects
     assert ev["objects_per_clip"] == 1.5 and ev["clips_with_objects"] == 1.0
     assert 0 <= ev["objects_acc"] <= 1 and summary["step"] == 2
@@ -465,8 +475,8 @@ def test_beams_from_detections_pick_out_their_source(clips, found):
     for clip, dets in zip(clips, found, strict=True):
         if clip.num_sources < 2:
             continue
-        dirs, valid, _, _ = detect.detections_to_objects(dets, 4, centre_frame=5)
-        o, x = detect.beam_correlations(clip, dirs, valid, "hypercardioid")
+        dirs, valid, _, _ = eval_detector.detections_to_objects(dets, 4, centre_frame=5)
+        o, x = eval_detector.beam_correlations(clip, dirs, valid, "hypercardioid")
         own += o
         other += x
     assert len(own) >= 4
@@ -491,7 +501,7 @@ def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path, capsys
     tool = _load_tool("detect")
     (out,) = tool.main(["--data", str(data), "--split", "train", "--part-size", "2"])
     parts = sorted(out.glob("part-*.npz"))
-    assert [p.name for p in parts] == [detect.part_name(0, 2), detect.part_name(2, 3)]
+    assert [p.name for p in parts] == [detections.part_name(0, 2), detections.part_name(2, 3)]
     # A killed run: the second part is missing. Rerunning redoes only that one.
     first = parts[0].stat().st_mtime_ns
     parts[1].unlink()
@@ -502,13 +512,13 @@ def test_detect_tool_is_resumable_and_feeds_the_pipeline(model, tmp_path, capsys
     err = capsys.readouterr().err
     assert stop.value.code == 1 and "other settings" in err and str(out) in err
 
-    dets = detect.load_detections(data, "train")
+    dets = detections.load_detections(data, "train")
     src = storage.open_split(data, "train")
     assert sorted(dets) == sorted(src[i]["clip_id"].decode() for i in range(len(src)))
     assert sum(len(d) for d in dets.values()) > 0
     cfg = pipeline.PipelineConfig(crop_s=1.0, rotation="none", num_objects=2,
                                   objects_from="detections")
-    ex = pipeline.prepare_clip(detect.DetectionsSource(src, dets)[0],
+    ex = pipeline.prepare_clip(detections.DetectionsSource(src, dets)[0],
                                np.random.default_rng(0), cfg, augment=False)
     assert ex["object_dirs"].shape == (2, 2) and ex["object_valid"].any()
 

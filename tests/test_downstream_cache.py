@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 import pytest
 from flax import nnx
-from probe_fixtures import tiny_dataset_fixture, tiny_root_fixture  # noqa: F401
 
 from spatialav.data import pipeline, storage
 from spatialav.downstream import classification, config, data, doa, feature_cache, runner, seld

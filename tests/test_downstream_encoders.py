@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from probe_fixtures import tiny_dataset_fixture, tiny_root_fixture  # noqa: F401
 
 from spatialav import configs, pretrain, pretraining
 from spatialav.data import pipeline, schema, storage
+from spatialav.data.resolve import resolve_dataset
 from spatialav.downstream import data
 from spatialav.downstream.encoders import load_encoders, load_params
 from spatialav.models import ModelConfig
@@ -29,7 +29,7 @@ def pretrained(tiny_root, tmp_path_factory):
 @pytest.mark.slow
 def test_checkpoint_round_trip_gives_the_trainers_encoders(pretrained, tiny_root):
     cfg = configs.get_config("tiny", task="avc", overrides=[f"data.root={tiny_root}"])
-    dataset = pretrain.resolve_dataset(cfg)
+    dataset = resolve_dataset(cfg.data)
     loader = pipeline.make_loader(dataset, cfg.data.pipeline, split="train", batch_size=4,
                                   seed=0)
     trainer = Trainer(cfg.train, cfg.optim, pretraining.init_model(cfg),

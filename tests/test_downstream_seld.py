@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from probe_fixtures import tiny_dataset_fixture, tiny_root_fixture  # noqa: F401
 
 from spatialav.downstream import seld
 

@@ -10,14 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import downstream_report as rep
+import downstream_study as ds
 import pytest
-from probe_fixtures import tiny_root_fixture  # noqa: F401
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-SCRIPT = EXPERIMENTS / "downstream_study.py"
-sys.path.insert(0, str(EXPERIMENTS))
-import downstream_report as rep  # noqa: E402
-import downstream_study as ds  # noqa: E402
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "downstream_study.py"
 
 
 def test_mean_std_is_the_sample_std_and_skips_nan():
@@ -195,7 +192,6 @@ def test_execute_records_cpu_time_over_attempts(tmp_path):
 def test_every_preset_builds_valid_pretrain_and_probe_configs(name):
     """Each --set of each preset names a real config field (a typo would fail only mid-study)."""
     from spatialav import configs
-    from spatialav.configs.overrides import apply_overrides
     from spatialav.downstream import config as probe_configs
 
     preset = ds.PRESETS[name]()
@@ -204,16 +200,12 @@ def test_every_preset_builds_valid_pretrain_and_probe_configs(name):
                                  overrides=[*preset.pretrain_overrides, "train.seed=1"])
         assert cfg.model.audio_fmt == "mono" and cfg.train.seed == 1
     for head in (*preset.heads, *preset.extra_heads):
-        probe = [o for o in head.overrides if not o.startswith("separation.")]
         cfg = probe_configs.get_config(head.config or preset.probe_config, task=head.probe,
                                        fmt=head.formats[0], finetune=head.finetune,
-                                       overrides=probe)
+                                       overrides=head.overrides)
         assert cfg.model_preset == preset.pretrain_config  # random encoders match pretrained
-        sep = [o[len("separation."):] for o in head.overrides if o.startswith("separation.")]
-        if sep:
-            separation = pytest.importorskip("spatialav.downstream.separation")
-            assert apply_overrides(separation.SeparationConfig(), sep).mix.query_kinds == (
-                "visual",)
+        if head.probe == "separate":
+            assert cfg.separation.mix.query_kinds == ("visual",)
 
 
 def test_flatten_keeps_numbers_and_nulls():

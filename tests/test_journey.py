@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 from pathlib import Path
 
+import corpora
 import numpy as np
 import pytest
 
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="spatialav-yolo-"))
-
-import corpora  # noqa: E402
-
-from spatialav import detect, pretrain, probe  # noqa: E402
-from spatialav.data import storage  # noqa: E402
-from spatialav.data.convert import build  # noqa: E402
-from spatialav.metrics import dcase_io  # noqa: E402
+from spatialav import pretrain, probe
+from spatialav.data import detections, storage
+from spatialav.data.convert import build
+from spatialav.metrics import dcase_io
 
 REPO = Path(__file__).resolve().parents[1]
 SEED0 = 50_000_000  # scenes used by no other test, nor by the detector's training
@@ -92,7 +87,7 @@ def test_recordings_to_a_seld_score(scenes, tmp_path, capsys):
 
     # 2. Detect objects in the splits pretraining reads, with the shipped weights.
     tool("detect").main(["--data", str(starss), "--split", "train", "validation"])
-    dets = detect.load_detections(starss, "train")
+    dets = detections.load_detections(starss, "train")
     assert len(dets) == 4 and sum(len(d) for d in dets.values()) > 0
 
     # 3. Object-level AVSA, the beams steered by those detections, validated at the end.

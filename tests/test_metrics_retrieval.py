@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from spatialav.metrics.retrieval import binary_probe, choose_l2, fit_logistic, retrieval_accuracy
+from spatialav.metrics.logistic_probe import binary_probe, choose_l2, fit_logistic
+from spatialav.metrics.retrieval import retrieval_accuracy
 
 
 def test_retrieval_accuracy_matches_a_loop():

@@ -17,11 +17,11 @@ import time
 import jax
 import numpy as np
 import pytest
-from toy_training import checkpoint_params  # noqa: E402
+from toy_training import checkpoint_params
 
 from spatialav import pretrain
-from spatialav.data import synthetic
 from spatialav.train import distributed
+from spatialav.train.preemption import PREEMPTED_EXIT_CODE
 
 STEPS = 8
 
@@ -71,10 +71,10 @@ def _no_leftover_processes():
             p.wait()
 
 
-def _finish(procs):
+def _finish(procs, code: int = 0):
     outs = [p.communicate(timeout=900) for p in procs]
     for i, (p, (_, err)) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"process {i}: {err[-3000:]}"
+        assert p.returncode == code, f"process {i}: {err[-3000:]}"
     return [out for out, _ in outs]
 
 
@@ -107,23 +107,16 @@ def test_bad_multi_process_flags_fail_before_joining(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthetic.build_synthetic(root, "tiny", workers=1, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def two_process_run(data_root, tmp_path_factory):
+def two_process_run(tiny_root, tmp_path_factory):
     """An uninterrupted 2-process run: the reference for the tests below."""
     workdir = tmp_path_factory.mktemp("two")
-    _finish(_launch(data_root, workdir))
+    _finish(_launch(tiny_root, workdir))
     return workdir
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(data_root, two_process_run, tmp_path):
-    single = subprocess.run(_command(data_root, tmp_path), env=_env(4), capture_output=True,
+def test_two_processes_match_one(tiny_root, two_process_run, tmp_path):
+    single = subprocess.run(_command(tiny_root, tmp_path), env=_env(4), capture_output=True,
                             text=True, timeout=900)
     assert single.returncode == 0, single.stderr[-3000:]
     one, two = _losses(tmp_path), _losses(two_process_run)
@@ -135,11 +128,11 @@ def test_two_processes_match_one(data_root, two_process_run, tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_one_process_checkpoints_all_then_resumes_exactly(
-        data_root, two_process_run, tmp_path):
-    procs = _launch(data_root, tmp_path)
+        tiny_root, two_process_run, tmp_path):
+    procs = _launch(tiny_root, tmp_path)
     _wait_for(tmp_path / "checkpoints" / "1", procs)  # training runs on both
     procs[1].send_signal(signal.SIGTERM)  # the other process gets no signal
-    out0, _ = _finish(procs)
+    out0, _ = _finish(procs, PREEMPTED_EXIT_CODE)  # every process: preempted, not failed
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     stopped = summary["step"]
@@ -152,7 +145,7 @@ def test_sigterm_to_one_process_checkpoints_all_then_resumes_exactly(
     assert sorted(p.name for p in (ckpts / str(stopped) / "data").glob("process_*")) == \
         ["process_0-of-2.json", "process_1-of-2.json"]
 
-    _finish(_launch(data_root, tmp_path))  # resume
+    _finish(_launch(tiny_root, tmp_path))  # resume
     step_ref, params_ref = checkpoint_params(two_process_run)
     step_res, params_res = checkpoint_params(tmp_path)
     assert step_ref == step_res == STEPS
@@ -164,9 +157,9 @@ def test_sigterm_to_one_process_checkpoints_all_then_resumes_exactly(
 
 
 @pytest.mark.slow
-def test_a_killed_process_takes_the_job_down_within_the_peer_timeout(data_root, tmp_path):
+def test_a_killed_process_takes_the_job_down_within_the_peer_timeout(tiny_root, tmp_path):
     timeout = 10
-    procs = _launch(data_root, tmp_path, "--steps", "1000", "--peer-timeout", str(timeout))
+    procs = _launch(tiny_root, tmp_path, "--steps", "1000", "--peer-timeout", str(timeout))
     _wait_for(tmp_path / "checkpoints" / "1", procs)
     procs[1].send_signal(signal.SIGKILL)  # the coordinator survives, blocked on a peer
     t0 = time.time()

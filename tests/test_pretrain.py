@@ -9,19 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from toy_training import checkpoint_params  # noqa: E402
+from toy_training import checkpoint_params
 
-from spatialav import pretrain
-from spatialav.data import storage, synthetic
+from spatialav import pretrain, pretraining
+from spatialav.data import storage
 
 TINY = ["--config", "tiny"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthetic.build_synthetic(root, "tiny", workers=1, progress=False)
-    return root
 
 
 def _args(root, workdir, *extra):
@@ -34,9 +27,9 @@ AVSA_TERMS = ["--set", "objective.variance_weight=1", "--set", "objective.pair_w
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["avc", "avsa", "avsa-objects"])
-def test_each_task_trains_and_reports(task, data_root, tmp_path, capsys):
+def test_each_task_trains_and_reports(task, tiny_root, tmp_path, capsys):
     extra = AVSA_TERMS if task == "avsa" else []
-    assert pretrain.main(["--task", task, *_args(data_root, tmp_path, *extra)]) == 0
+    assert pretrain.main(["--task", task, *_args(tiny_root, tmp_path, *extra)]) == 0
     out = capsys.readouterr().out
     assert "checkpoints:" in out and "validation:" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -47,17 +40,17 @@ def test_each_task_trains_and_reports(task, data_root, tmp_path, capsys):
     if task == "avsa":
         assert {"avsa_loss", "variance", "pair_loss", "pair_acc_hard"} <= set(summary["final"])
     # Rerunning a finished run resumes at its end and trains no more.
-    assert pretrain.main(["--task", task, *_args(data_root, tmp_path, *extra)]) == 0
+    assert pretrain.main(["--task", task, *_args(tiny_root, tmp_path, *extra)]) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["step"] == 6
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_then_resume_is_bit_identical(data_root, tmp_path):
+def test_sigkill_mid_training_then_resume_is_bit_identical(tiny_root, tmp_path):
     steps = ["--steps", "24", "--set", "train.checkpoint_every=4", "--set", "eval.every=1000"]
-    assert pretrain.main(["--task", "avsa", *_args(data_root, tmp_path / "a", *steps)]) == 0
+    assert pretrain.main(["--task", "avsa", *_args(tiny_root, tmp_path / "a", *steps)]) == 0
 
     cmd = [sys.executable, "-m", "spatialav.pretrain", "--task", "avsa",
-           *_args(data_root, tmp_path / "b", *steps)]
+           *_args(tiny_root, tmp_path / "b", *steps)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ckpts = tmp_path / "b" / "checkpoints"
     deadline = time.time() + 600
@@ -71,7 +64,7 @@ def test_sigkill_mid_training_then_resume_is_bit_identical(data_root, tmp_path):
     killed_at, _ = checkpoint_params(tmp_path / "b")
     assert killed_at < 24
 
-    assert pretrain.main(["--task", "avsa", *_args(data_root, tmp_path / "b", *steps)]) == 0
+    assert pretrain.main(["--task", "avsa", *_args(tiny_root, tmp_path / "b", *steps)]) == 0
     step_a, params_a = checkpoint_params(tmp_path / "a")
     step_b, params_b = checkpoint_params(tmp_path / "b")
     assert step_a == step_b == 24
@@ -161,14 +154,14 @@ def test_a_dataset_without_validation_clips_trains_without_the_hook(tmp_path, ca
     cfg = pretrain.build_config(pretrain.parse_args(["--task", "avsa", *TINY]))
     mesh = mesh_lib.make_mesh()
     one = write_dataset(tmp_path / "one" / "cfg" / "1.0.0", {"train": 1})
-    assert pretrain.validation_hooks(cfg, one, mesh) == []
+    assert pretraining.validation_hooks(cfg, one, mesh) == []
     err = capsys.readouterr().err
     assert f"the validation split of {one} is missing (it has ['train'])" in err
     empty = write_dataset(tmp_path / "empty" / "cfg" / "1.0.0", {"train": 1, "validation": 0})
-    assert pretrain.validation_hooks(cfg, empty, mesh) == []
+    assert pretraining.validation_hooks(cfg, empty, mesh) == []
     assert f"the validation split of {empty} is empty" in capsys.readouterr().err
     two = write_dataset(tmp_path / "two" / "cfg" / "1.0.0", {"train": 1, "validation": 2})
-    assert [type(h).__name__ for h in pretrain.validation_hooks(cfg, two, mesh)] == [
+    assert [type(h).__name__ for h in pretraining.validation_hooks(cfg, two, mesh)] == [
         "ValidationHook"]
 
 

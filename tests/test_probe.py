@@ -4,8 +4,9 @@ every option; bad input fails cleanly."""
 
 import json
 
+import numpy as np
 import pytest
-from probe_fixtures import tiny_dataset_fixture, tiny_root_fixture  # noqa: F401
+from PIL import Image
 
 from spatialav import probe
 from spatialav.metrics.dcase_io import read_dcase_csv
@@ -80,4 +81,8 @@ def test_localise_cli_writes_maps(tiny_root, tmp_path):
     result = json.loads((tmp_path / "l" / "probe.json").read_text())
     m = result["metrics"]
     assert m["clips"] >= 1 and 0 <= m["hit"] <= 1 and 0 <= m["peak_error_deg"] <= 180
-    assert len(m["maps"]) == 2 and all((tmp_path / "l" / "maps").glob("*.png"))
+    pngs = sorted((tmp_path / "l" / "maps").glob("*.png"))
+    assert len(m["maps"]) == 2 and len(pngs) == 2  # the two maps asked for, as pictures
+    for png in pngs:
+        with Image.open(png) as im:
+            assert im.width > im.height > 0 and np.asarray(im).std() > 0  # not a blank image

@@ -1,12 +1,7 @@
 """experiments/avsa_probe_analysis.py: the per-category split of the binary AVSA probe."""
 
-import sys
-from pathlib import Path
-
+import avsa_probe_analysis as pa
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import avsa_probe_analysis as pa  # noqa: E402
 
 
 def _embeddings(n=40, k=3, d=16, seed=0):

@@ -7,25 +7,19 @@ import json
 import numpy as np
 import pytest
 
-from spatialav.data import synthetic
 from spatialav.downstream import separation
+from spatialav.downstream.config import SeparationConfig
 from spatialav.downstream.encoders import load_encoders
 from spatialav.models import ModelConfig
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return synthetic.build_synthetic(root, "tiny", workers=1, progress=False)
-
-
 @pytest.mark.slow
-def test_tiny_run_learns_to_separate_and_reports_by_query_and_mixture(tiny_dir, tmp_path):
-    cfg = separation.SeparationConfig.tiny()
+def test_tiny_run_learns_to_separate_and_reports_by_query_and_mixture(tiny_dataset, tmp_path):
+    cfg = SeparationConfig.tiny()
     cfg = dataclasses.replace(cfg, mix=dataclasses.replace(cfg.mix,
                                                            query_kinds=("visual", "label")))
     encoders = load_encoders("random", model_config=ModelConfig.tiny(), fmt="mono")
-    metrics = separation.run(cfg, encoders, tmp_path, dataset_dir=tiny_dir)
+    metrics = separation.run(cfg, encoders, tmp_path, dataset_dir=tiny_dataset)
     for kind in ("visual", "label"):
         for mixture in ("different", "same"):
             for name in ("si_sdr", "si_sdri", "sdr"):

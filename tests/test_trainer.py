@@ -1,5 +1,6 @@
 """The trainer's machinery: exact resume after SIGKILL, NaN handling, preemption."""
 
+import json
 import os
 import signal
 import subprocess
@@ -8,11 +9,9 @@ import sys
 import jax
 import numpy as np
 import pytest
+from toy_training import make_trainer
 
 from spatialav.train import NonFiniteLossError
-
-sys.path.insert(0, os.path.dirname(__file__))
-from toy_training import make_trainer  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "toy_training.py")
 
@@ -80,3 +79,22 @@ def test_sigterm_saves_and_stops(tmp_path):
     summary = trainer.run()
     assert summary["preempted"] and summary["step"] == 7
     assert make_trainer(tmp_path, 1000).restore_latest() == 7
+
+
+def test_a_workdir_is_claimed_by_one_run_identity(tmp_path):
+    from spatialav.train.workdir import claim_workdir
+
+    ident = {"task": "avsa", "model": {"width": 8, "dims": (1, 2)}}
+    claim_workdir(tmp_path, ident, {"train": {"steps": 5}}, "pretraining")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved == {"task": "avsa", "model": {"width": 8, "dims": [1, 2]},
+                     "config": {"train": {"steps": 5}}}
+    # The same identity resumes (tuples and lists alike), whatever else the config says.
+    claim_workdir(tmp_path, ident, {"train": {"steps": 9}}, "pretraining")
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["train"]["steps"] == 9
+    with pytest.raises(ValueError, match=r"holds another pretraining run \(its task differ: "
+                                         r"'avsa' here, 'avc' now\); use another --workdir"):
+        claim_workdir(tmp_path, {**ident, "task": "avc"}, {}, "pretraining")
+    with pytest.raises(ValueError, match="its model differ"):
+        claim_workdir(tmp_path, {**ident, "model": {"width": 16, "dims": (1, 2)}}, {}, "x")
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == "avsa"  # untouched

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from spatialav import detect
-from spatialav.data import schema, storage
+from spatialav import ambisonics
+from spatialav.data import detections, schema, storage
 from spatialav.data import transforms as T
 
 VIEW_SAMPLING = ("uniform", "objects")
@@ -216,11 +216,11 @@ def needs_detections(cfg: PipelineConfig) -> bool:
 def open_source(dataset_dir, split: str, cfg: PipelineConfig):
     """A split of a dataset directory as ``cfg`` reads it: when it takes objects from
     detections that the dataset does not store inline, each record gets the split's
-    precomputed detections sidecar (``detect.with_detections``; ``data_tools/detect.py``
+    precomputed detections sidecar (``detections.with_detections``; ``data_tools/detect.py``
     writes it)."""
     source = storage.open_split(dataset_dir, split)
     if needs_detections(cfg) and "detections" not in storage.read_spec(dataset_dir).groups:
-        source = detect.with_detections(source, storage.find_dataset_dir(dataset_dir), split)
+        source = detections.with_detections(source, storage.find_dataset_dir(dataset_dir), split)
     return source
 
 
@@ -301,6 +301,14 @@ def make_loader(
 # --- device side -----------------------------------------------------------------------------
 
 
+def device_audio(batch: dict, fmt: str):
+    """The batch's audio as the audio encoder takes it: float32 [B, T, C] in ``fmt``, turned
+    by the batch's ``rotation``. ``device_inputs``' ``audio``, and what the audio-only heads
+    read (they skip the frame resampling)."""
+    audio = T.audio_to_float(batch["audio"])
+    return T.to_format(ambisonics.rotate(audio, jnp.asarray(batch["rotation"], jnp.float32)), fmt)
+
+
 def device_inputs(batch: dict, cfg: PipelineConfig) -> dict:
     """Model inputs of a batch, on the accelerator (jit with ``cfg`` static).
 
@@ -321,8 +329,8 @@ def device_inputs(batch: dict, cfg: PipelineConfig) -> dict:
     """
     audio = T.audio_to_float(batch["audio"])
     R, fmt = batch["rotation"], cfg.input_format
-    rotated, frames = T.rotate_clip(audio, batch["frames"], R)
-    out = {"audio": T.to_format(rotated, fmt), "frames": frames, "stored_audio": audio}
+    frames = T.rotate_clip(audio, batch["frames"], R)[1]  # its audio: unused, never computed
+    out = {"audio": device_audio(batch, fmt), "frames": frames, "stored_audio": audio}
     if "view_dirs" in batch:
         mix = T.view_mix(R, batch["view_dirs"], fmt)
         out.update(view_mix=mix, view_audio=T.apply_mix(audio, mix),

@@ -26,8 +26,8 @@ Optional groups, present when the source has them (a dataset declares its groups
 - ``detections``: float32 [rows, 8] per video frame (video frame, class, azimuth, elevation,
   width, height, score, track); angles and angular extent in radians, track -1 when
   untracked (``spatialav.detect.Detections.to_rows``). Detections computed after a dataset
-  exists live in a sidecar that ``detect.DetectionsSource`` merges into records in this
-  layout; a dataset may also store them inline with ``groups + ("detections",)``.
+  exists live in a sidecar that ``data.detections.DetectionsSource`` merges into records in
+  this layout; a dataset may also store them inline with ``groups + ("detections",)``.
 
 Large int16/bool arrays use TFDS ``Tensor(encoding='bytes')`` (raw little-endian bytes, read
 back with ``np.frombuffer``): the default ``int64_list`` would spend up to 10 bytes per
@@ -163,13 +163,25 @@ def encode_jpeg(frame: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 
 def decode_frames(jpegs: Sequence[bytes]) -> np.ndarray:
-    """JPEG bytes [N] -> uint8 [N, H, W, 3]."""
-    if len(jpegs) == 0:
-        raise ValueError("decode_frames: no frames to decode")
+    """Encoded frames (JPEG / PNG bytes) [N] -> uint8 [N, H, W, 3]: the one image decoder of
+    the toolkit. ValueError naming the frame when one is not bytes or does not decode, when
+    there are none, or when their sizes differ."""
     out = []
-    for b in jpegs:
-        with Image.open(io.BytesIO(b)) as im:
-            out.append(np.asarray(im.convert("RGB")))
+    for i, data in enumerate(jpegs):
+        if not isinstance(data, bytes | bytearray | np.bytes_):
+            raise ValueError(f"frame {i}: expected encoded image bytes (JPEG/PNG), "
+                             f"got {type(data).__name__}")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad / truncated data
+            raise ValueError(f"frame {i}: expected a decodable JPEG/PNG image, got "
+                             f"{len(data)} bytes that do not decode ({e})") from None
+    if not out:
+        raise ValueError("frames: expected at least one encoded frame, got none")
+    shapes = sorted({d.shape for d in out})
+    if len(shapes) > 1:
+        raise ValueError(f"frames: expected one frame size, got {shapes}")
     return np.stack(out)
 
 

@@ -103,7 +103,6 @@ def make_loss_fn(pcfg, n_classes: int, cached: bool = False):
     """Trainer ``loss_fn``: mean binary cross-entropy of a ``ClassifyProbe`` on clip batches,
     or (``cached``) of a ``ClassifyHead`` on batches of cached features."""
     from spatialav.data import pipeline
-    from spatialav.downstream.seld import format_audio
 
     def loss_fn(model, batch, rng, step):
         if cached:
@@ -112,7 +111,7 @@ def make_loss_fn(pcfg, n_classes: int, cached: bool = False):
             x = pipeline.device_inputs(batch, pcfg)
             logits = model(x["audio"], x["frames"])
         else:
-            logits = model(format_audio(batch, model.fmt))
+            logits = model(pipeline.device_audio(batch, model.fmt))
         y = multi_hot(batch["labels"], batch["label_mask"], n_classes)
         loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y))
         return loss, {"bce": loss}

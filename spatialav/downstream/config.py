@@ -17,7 +17,9 @@ import math
 from spatialav.configs import DataConfig
 from spatialav.configs.overrides import apply_overrides
 from spatialav.data.pipeline import PipelineConfig
+from spatialav.downstream.mixtures import MixConfig
 from spatialav.models import ModelConfig
+from spatialav.models.separation import SeparatorConfig
 from spatialav.train import OptimConfig, TrainConfig
 
 HEADS = ("classify", "seld", "doa", "localise", "separate")
@@ -60,6 +62,39 @@ class FeatureCacheConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SeparationConfig:
+    """Everything the separation probe needs besides the encoders and the data."""
+
+    mix: MixConfig = MixConfig()
+    separator: SeparatorConfig = SeparatorConfig()  # visual_dim / num_classes are set in run
+    train: TrainConfig = TrainConfig(steps=1500, batch_size=16, log_every=25,
+                                     eval_every=500, checkpoint_every=500)
+    optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=50)
+    train_split: str = "train"
+    eval_split: str = "validation"
+    eval_mixtures: int = 96  # per mixture kind (each scored with every query kind)
+    eval_batch_size: int = 16
+    val_mixtures: int = 16  # per query kind, different-class, for the periodic hook
+    sdr_filter_length: int = 512  # BSS-Eval distortion filter taps
+    text_cache: str | None = None  # where text-query embeddings are cached (None: workdir)
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls, **overrides) -> SeparationConfig:
+        """Tests: a small U-Net, 0.6 s mixtures of the tiny set, 100 steps."""
+        base = dict(
+            mix=MixConfig(crop_s=0.6, crop_size=16),
+            separator=SeparatorConfig(width=8, depth=3, query_dim=32),
+            train=TrainConfig(steps=100, batch_size=8, log_every=20, eval_every=1000,
+                              checkpoint_every=1000, progress=False),
+            optim=OptimConfig(learning_rate=3e-3, warmup_steps=5,
+                              end_learning_rate_factor=0.3),
+            eval_split="train", eval_mixtures=16, eval_batch_size=8, val_mixtures=8,
+        )
+        return cls(**{**base, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
 class ProbeConfig:
     task: str = "classify"  # the head: classify | seld | localise | separate
     init: str = "random"  # 'random' or a pretraining work directory
@@ -73,6 +108,7 @@ class ProbeConfig:
     train: TrainConfig = TrainConfig()
     eval: ProbeEvalConfig = ProbeEvalConfig()
     cache: FeatureCacheConfig = FeatureCacheConfig()
+    separation: SeparationConfig = SeparationConfig()  # the separate head's own settings
     # Training clips whose labels the head (or fine-tuning) may use: a subset drawn with the
     # probe seed, nested across fractions (data.label_subset)
     label_fraction: float = 1.0
@@ -101,6 +137,7 @@ def tiny() -> ProbeConfig:
         train=TrainConfig(steps=8, batch_size=4, log_every=2, checkpoint_every=1000,
                           progress=False),
         eval=ProbeEvalConfig(max_clips=4, batch_size=4, maps=2),
+        separation=SeparationConfig.tiny(),
     )
 
 

@@ -1,4 +1,4 @@
-"""Datasets for downstream heads: finding one, checking it has what a head needs, its classes.
+"""Datasets for downstream heads: checking one has what a head needs, its classes, label subsets.
 
 The class list of a dataset comes from its ``metadata.json``: the ``classes`` list that the
 converters write (e.g. STARSS23's 13 classes, spatialav.data.convert) wins; the built-in
@@ -9,35 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from spatialav.data import storage
-
-
-class HeadPreempted(RuntimeError):
-    """A head's training was stopped (SIGTERM) and checkpointed: it is not scored and no
-    ``probe.json`` is written, so a half-trained head never passes for a finished one."""
-
-    def __init__(self, step: int, workdir: str):
-        super().__init__(f"stopped at step {step} and checkpointed in {workdir}; rerun the "
-                         "same command to resume")
-        self.step = step
-
-
-def resolve(data_cfg) -> Path:
-    """The dataset directory of a ``configs.DataConfig``; the synthetic one is built if missing."""
-    from spatialav.data import synthetic
-
-    if data_cfg.source == "synthetic":
-        return synthetic.ensure_synthetic(os.path.expanduser(data_cfg.root),
-                                          data_cfg.synthetic_preset,
-                                          workers=data_cfg.build_workers)
-    if not data_cfg.source:
-        raise ValueError("no dataset given: pass --data synthetic or --data PATH")
-    return storage.find_dataset_dir(data_cfg.source)
 
 
 def require_groups(dataset_dir, groups, head: str):

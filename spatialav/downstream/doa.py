@@ -17,9 +17,9 @@ import numpy as np
 from flax import nnx
 
 from spatialav import features
+from spatialav.data import pipeline
 from spatialav.downstream.seld import (
     LABEL_HOP_S,
-    format_audio,
     label_pooling,
     sequence_timing,
     targets_from_rows,
@@ -72,7 +72,7 @@ def make_loss_fn(cached_frames: int | None = None):
 
     def loss_fn(model, batch, rng, step):
         if cached_frames is None:
-            pred = model(format_audio(batch, model.fmt))
+            pred = model(pipeline.device_audio(batch, model.fmt))
         else:
             pred = model(batch["seq"], cached_frames)
         target, cells = single_event_targets(batch["accdoa"], batch["n_events"])

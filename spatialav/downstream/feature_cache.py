@@ -50,7 +50,7 @@ def make_encode(audio: nnx.Module, fmt: str, feature_cfg, pcfg, video: nnx.Modul
     @jax.jit
     def run(state, batch):
         audio_m, video_m = nnx.merge(graphdef, state)
-        x = seld.format_audio(batch, fmt)
+        x = pipeline.device_audio(batch, fmt)
         pooled, seq = audio_m(features.encoder_input(x, fmt, feature_cfg))
         out = {"pooled": pooled, "seq": seq}
         if video_m is not None:

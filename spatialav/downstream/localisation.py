@@ -50,6 +50,7 @@ from PIL import Image, ImageDraw
 from spatialav import features, geometry
 from spatialav.data import transforms as T
 from spatialav.objectives import l2_normalize
+from spatialav.train import evaluate
 
 
 def direction_grid(n_az: int, n_el: int) -> np.ndarray:
@@ -210,17 +211,12 @@ def overlay_png(path, frame, sim, sources=(), alpha: float = 0.55, scale: int = 
 
 def make_map_fn(encoders, fov: float, size, grid_shape: tuple[int, int]):
     """A jitted ``(audio [B, T, 4], frames [B, n, H, W, 3]) -> maps [B, n_el, n_az]``."""
-    from flax import nnx
-
     n_az, n_el = grid_shape
     dirs = direction_grid(n_az, n_el).reshape(-1, 2)
-    graphdef, state = nnx.split((encoders.audio, encoders.video, encoders.audio_proj,
-                                 encoders.video_proj))
     fmt, fcfg = encoders.fmt, encoders.feature_cfg
 
-    @jax.jit
-    def fn(state, audio, frames):
-        audio_enc, video_enc, audio_proj, video_proj = nnx.merge(graphdef, state)
+    def fn(modules, audio, frames):
+        audio_enc, video_enc, audio_proj, video_proj = modules
 
         def embed(feats, view_frames):
             return (audio_proj(audio_enc(feats)[0]), video_proj(video_enc(view_frames)[0]))
@@ -228,4 +224,5 @@ def make_map_fn(encoders, fov: float, size, grid_shape: tuple[int, int]):
         sim = similarity_map(embed, audio, frames, dirs, fmt, fov, size, feature_cfg=fcfg)
         return sim.reshape(audio.shape[0], n_el, n_az)
 
-    return lambda audio, frames: np.asarray(fn(state, audio, frames))
+    return evaluate.bind((encoders.audio, encoders.video, encoders.audio_proj,
+                          encoders.video_proj), fn)

@@ -32,7 +32,6 @@ import math
 from collections.abc import Sequence
 
 import grain
-import jax
 import numpy as np
 from flax import nnx
 
@@ -40,6 +39,7 @@ from spatialav import ambisonics, geometry
 from spatialav.data import schema
 from spatialav.data import transforms as T
 from spatialav.models.separation import QUERY_KINDS
+from spatialav.train import evaluate
 
 MIXTURE_KINDS = ("different", "same")
 TALKERS = ("female_speech", "male_speech", "femaleSpeech", "maleSpeech")
@@ -145,19 +145,12 @@ def build_source_table(source, cfg: MixConfig) -> SourceTable:
 def encode_queries(table: SourceTable, video: nnx.Module, batch: int = 16) -> np.ndarray:
     """Per-frame features ``[N, n, D]`` of every source's crop sequence by a frozen visual
     encoder (``VisualEncoder``: frames -> (pooled, per-frame)), computed once on the host."""
-    graphdef, state = nnx.split(video)
+    per_frame = evaluate.bind(video, _per_frame_features)
+    return evaluate.batched(per_frame, table.crops, batch).astype(np.float32)
 
-    @jax.jit
-    def per_frame(state, crops):
-        return nnx.merge(graphdef, state)(crops)[1]
 
-    out = []
-    for i in range(0, len(table), batch):
-        chunk = table.crops[i : i + batch]
-        pad = batch - len(chunk)  # one compiled shape
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-        out.append(np.asarray(per_frame(state, chunk))[: batch - pad])
-    return np.concatenate(out).astype(np.float32)
+def _per_frame_features(video, crops):
+    return video(crops)[1]
 
 
 # --- sampling one mixture ------------------------------------------------------------------

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -24,21 +25,21 @@ from flax import nnx
 
 from spatialav import configs
 from spatialav.data import pipeline, storage
+from spatialav.data.resolve import resolve_dataset
 from spatialav.downstream import classification, data, doa, feature_cache, localisation, seld
 from spatialav.downstream.config import ProbeConfig
 from spatialav.downstream.encoders import Encoders, load_encoders
 from spatialav.metrics.bootstrap import bootstrap
+from spatialav.train import evaluate
+from spatialav.train.preemption import Preempted
+from spatialav.train.workdir import claim_workdir
 
 
-def run(cfg: ProbeConfig, workdir: str, separation_overrides=()) -> dict:
-    """Train (if the head needs it) and score ``cfg.task``; returns what ``probe.json`` holds.
-
-    ``separation_overrides``: ``--set separation.<field>=v`` items for the separation
-    head's own ``SeparationConfig`` (without the ``separation.`` prefix).
-    """
+def run(cfg: ProbeConfig, workdir: str) -> dict:
+    """Train (if the head needs it) and score ``cfg.task``; returns what ``probe.json`` holds."""
     if cfg.task == "separate":
-        return run_separation(cfg, workdir, separation_overrides)
-    dataset = data.resolve(cfg.data)
+        return run_separation(cfg, workdir)
+    dataset = resolve_dataset(cfg.data)
     data.require_groups(dataset, ("labels",), cfg.task)
     classes = data.class_names(dataset)
     enc = encoders_for(cfg)
@@ -62,18 +63,14 @@ def run(cfg: ProbeConfig, workdir: str, separation_overrides=()) -> dict:
     return out
 
 
-def run_separation(cfg: ProbeConfig, workdir: str, overrides=()) -> dict:
+def run_separation(cfg: ProbeConfig, workdir: str) -> dict:
     """``spatialav.downstream.separation.run`` with this probe's encoders (only the visual one
-    is used), data and seed; its own config is ``SeparationConfig.tiny()`` for the tiny model
-    preset, else its default, with ``overrides`` applied (the CLI puts ``--steps`` there)."""
-    from spatialav.configs.overrides import apply_overrides
+    is used), data and seed, and its ``separation`` settings."""
     from spatialav.downstream import separation  # another module's head; imported lazily
 
-    dataset = data.resolve(cfg.data)
+    dataset = resolve_dataset(cfg.data)
     enc = encoders_for(cfg)
-    sep = (separation.SeparationConfig.tiny() if cfg.model_preset == "tiny"
-           else separation.SeparationConfig())
-    sep = apply_overrides(dataclasses.replace(sep, seed=cfg.train.seed), list(overrides))
+    sep = dataclasses.replace(cfg.separation, seed=cfg.train.seed)
     metrics = separation.run(sep, enc, workdir, dataset_dir=dataset)
     out = {"head": "separate", "encoders": enc.describe(), "dataset": str(dataset),
            "metrics": metrics, "workdir": os.path.abspath(workdir)}
@@ -100,23 +97,14 @@ DECODE_FIELDS = ("threshold", "unify_deg")
 
 
 def check_workdir(workdir: str, cfg: ProbeConfig, enc: Encoders):
-    """Refuse to resume another probe's run; record this one's config. The decoding settings
+    """Refuse to resume another probe's run (``claim_workdir``). The decoding settings
     (threshold, unify_deg) are not part of a run's identity: a trained head can be rescored
     with others."""
-    path = Path(workdir) / "config.json"
     head = {k: v for k, v in dataclasses.asdict(cfg.head).items() if k not in DECODE_FIELDS}
-    mine = {"task": cfg.task, "encoders": enc.describe(), "head": head,
-            "label_fraction": cfg.label_fraction,
-            "cache": {k: v for k, v in dataclasses.asdict(cfg.cache).items() if k != "dir"}}
-    if path.exists():
-        old = json.loads(path.read_text())
-        old["head"] = {k: v for k, v in old.get("head", {}).items() if k not in DECODE_FIELDS}
-        if {k: old.get(k) for k in mine} != configs.json_safe(mine):
-            raise ValueError(f"{workdir} holds another probe run ({old.get('task')}, "
-                             f"{old.get('encoders')}); use another --workdir")
-    if jax.process_index() == 0:
-        path.write_text(json.dumps(configs.json_safe({**mine, "config": dataclasses.asdict(cfg)}),
-                                   indent=2))
+    identity = {"task": cfg.task, "encoders": enc.describe(), "head": head,
+                "label_fraction": cfg.label_fraction,
+                "cache": {k: v for k, v in dataclasses.asdict(cfg.cache).items() if k != "dir"}}
+    claim_workdir(workdir, identity, dataclasses.asdict(cfg), "probe")
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -144,7 +132,7 @@ def train_and_score(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: i
         train, ev, out["features"] = feature_cache.cached_features(
             enc, dataset, pcfg, cache_dir, n_augment=cfg.cache.n_augment, seed=cfg.cache.seed,
             use_video=use_video, eval_split=cfg.eval.split, eval_clips=cfg.eval.max_clips)
-        train = training_arrays(cfg, pcfg, train, n_classes)
+        train = HEADS[cfg.task].arrays(cfg, pcfg, train, n_classes)
     n_train = len(storage.open_split(dataset, "train"))
     outputs, runs = [], []
     for seed in seeds:
@@ -165,7 +153,7 @@ def train_and_score(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: i
         else:
             head, summary = train_cached_head(scfg, pcfg, enc, train, n_classes, clips, sdir)
         if summary["preempted"]:
-            raise data.HeadPreempted(summary["step"], sdir)
+            raise Preempted(summary["step"], sdir)
         runs.append({"seed": seed, "labelled_clips": len(clips), "step": summary["step"],
                      "final": summary["final"], "seconds": time.perf_counter() - t0})
         outputs.append(head_outputs(cfg, pcfg, head, ev))
@@ -178,33 +166,31 @@ def _label_frames(pcfg) -> int:
     return int(round(pcfg.crop_s / seld.LABEL_HOP_S))
 
 
-def build_head(cfg: ProbeConfig, enc: Encoders, n_classes: int) -> nnx.Module:
-    """The probe on audio (encoders + head) that ``train_head`` fine-tunes."""
-    rngs = nnx.Rngs(cfg.train.seed + 1)
-    if cfg.task == "classify":
-        return classification.ClassifyProbe(enc, n_classes, use_video=cfg.head.use_video,
-                                            rngs=rngs)
-    if cfg.task == "doa":
-        return doa.DOAProbe(enc, n_classes, rngs=rngs)
-    return seld.SELDProbe(enc, n_classes, hidden=cfg.head.hidden, n_tracks=cfg.head.n_tracks,
-                          distance=cfg.head.distance, activity=cfg.head.activity_weight > 0,
-                          rngs=rngs)
+# --- the trained heads: one table -------------------------------------------------------------
 
 
-def build_cached_head(cfg: ProbeConfig, enc: Encoders, n_classes: int) -> nnx.Module:
-    """The bare head that ``train_cached_head`` trains on cached encoder outputs: the same
-    module ``build_head``'s probe holds as ``.head``."""
-    rngs = nnx.Rngs(cfg.train.seed + 1)
-    dim = enc.config.embed_dim
-    step_s, hop_s = seld.sequence_timing(enc)
-    if cfg.task == "classify":
-        return classification.ClassifyHead(dim * (2 if cfg.head.use_video else 1), n_classes,
-                                           rngs=rngs)
-    if cfg.task == "doa":
-        return doa.DOAHead(dim, n_classes, step_s=step_s, hop_s=hop_s, rngs=rngs)
-    return seld.SELDHead(dim, n_classes, hidden=cfg.head.hidden, step_s=step_s, hop_s=hop_s,
-                         n_tracks=cfg.head.n_tracks, distance=cfg.head.distance,
-                         activity=cfg.head.activity_weight > 0, rngs=rngs)
+@dataclasses.dataclass(frozen=True)
+class TrainedHead:
+    """What the runner needs of a head it trains (``HEADS``: the one place a task name picks
+    code; ``train_and_score`` is the same for every head). Each field is a function:
+
+    - ``probe(cfg, enc, n_classes, rngs)``: encoders + head, trained on clips (``finetune``);
+    - ``bare(cfg, enc, n_classes, rngs)``: the same head alone (the probe's ``.head``), trained
+      on cached encoder outputs;
+    - ``loss_fn(cfg, pcfg, n_classes, cached)``: the trainer's loss of either;
+    - ``arrays(cfg, pcfg, cached, n_classes)``: the cached training items its batches hold;
+    - ``outputs(cfg, pcfg, head, ev)``: its per-clip outputs on evaluation features;
+    - ``stat(cfg, outputs, ev, n_classes, workdir, first)``: one seed's ``stat(clip indices)
+      -> metrics`` for the bootstrap (``first``: the first seed, which writes any files).
+    """
+
+    probe: Callable
+    bare: Callable
+    loss_fn: Callable
+    arrays: Callable
+    outputs: Callable
+    stat: Callable
+    targets: bool  # clip batches need the dense ADPIT targets (``seld.AddTargets``)
 
 
 def _add_targets(cfg: ProbeConfig, pcfg, n_classes: int) -> seld.AddTargets:
@@ -212,26 +198,102 @@ def _add_targets(cfg: ProbeConfig, pcfg, n_classes: int) -> seld.AddTargets:
                            need_distance=cfg.task == "seld" and cfg.head.distance)
 
 
-def _loss_fn(cfg: ProbeConfig, pcfg, n_classes: int, cached: bool):
-    frames = _label_frames(pcfg) if cached else None
-    if cfg.task == "classify":
-        return classification.make_loss_fn(pcfg, n_classes, cached=cached)
-    if cfg.task == "doa":
-        return doa.make_loss_fn(frames)
-    return seld.make_loss_fn(cfg.head.distance_weight, cfg.head.activity_weight, frames)
-
-
-def training_arrays(cfg: ProbeConfig, pcfg, cached: dict, n_classes: int) -> dict:
-    """The cached training items a head's batches hold: the pooled embedding(s) and the crop's
-    rows for classification; the sequence and the dense ADPIT targets (computed once here,
-    not per step) for SELD and DOA. ``clip`` stays for the label subset."""
-    if cfg.task == "classify":
-        keys = ("pooled", "video", "labels", "label_mask", "clip")
-        return {k: cached[k] for k in keys if k in cached}
+def _sequence_arrays(cfg: ProbeConfig, pcfg, cached: dict, n_classes: int) -> dict:
+    """SELD and DOA: the sequence and the dense ADPIT targets (computed once here, not per
+    step); ``clip`` stays for the label subset."""
     targets = _add_targets(cfg, pcfg, n_classes)(
         {"labels": cached["labels"], "label_mask": cached["label_mask"]})
     keep = ("accdoa", "n_events") + (("distance",) if cfg.task == "seld" else ())
     return {"seq": cached["seq"], "clip": cached["clip"], **{k: targets[k] for k in keep}}
+
+
+def _per_clip(ev: dict, out: tuple) -> list[tuple]:
+    """Outputs of every clip's consecutive windows (``_windows``) joined and cut to the
+    clip's label frames."""
+    ends = np.cumsum(ev["n_windows"])
+    return [tuple(None if o is None else o[end - n: end].reshape(-1, *o.shape[2:])[
+        : ev["n_frames"][c]] for o in out)
+        for c, (end, n) in enumerate(zip(ends, ev["n_windows"], strict=True))]
+
+
+def _windows(ev: dict) -> np.ndarray:
+    """Every clip's window sequences ``[sum of n_windows, T', D]``, clip by clip."""
+    valid = np.arange(ev["windows"].shape[1])[None] < ev["n_windows"][:, None]
+    return ev["windows"][valid]
+
+
+def _references(ev: dict) -> list[np.ndarray]:
+    return [r[m] for r, m in zip(ev["rows"], ev["row_mask"], strict=True)]
+
+
+def _timing(enc: Encoders) -> dict:
+    step_s, hop_s = seld.sequence_timing(enc)
+    return {"step_s": step_s, "hop_s": hop_s}
+
+
+def _classify_stat(cfg, outputs, ev, n_classes, workdir, first):
+    targets = np.asarray(classification.multi_hot(ev["labels"], ev["label_mask"], n_classes))
+
+    def stat(idx):
+        m = classification.classification_metrics(outputs[idx], targets[idx])
+        return {k: v for k, v in m.items() if k != "clips"}
+
+    return stat
+
+
+def _doa_stat(cfg, outputs, ev, n_classes, workdir, first):
+    errors = [doa.clip_errors(p, r, f, n_classes)
+              for p, r, f in zip(outputs, _references(ev), ev["n_frames"], strict=True)]
+    return lambda idx: doa.doa_metrics(np.concatenate([errors[i] for i in idx]))
+
+
+def _seld_stat(cfg, outputs, ev, n_classes, workdir, first):
+    return _seld_scores(cfg, outputs, ev, n_classes, workdir,
+                        write_csv=cfg.eval.write_csv and first).scores
+
+
+HEADS = {
+    "classify": TrainedHead(
+        probe=lambda cfg, enc, n, rngs: classification.ClassifyProbe(
+            enc, n, use_video=cfg.head.use_video, rngs=rngs),
+        bare=lambda cfg, enc, n, rngs: classification.ClassifyHead(
+            enc.config.embed_dim * (2 if cfg.head.use_video else 1), n, rngs=rngs),
+        loss_fn=lambda cfg, pcfg, n, cached: classification.make_loss_fn(pcfg, n, cached),
+        arrays=lambda cfg, pcfg, cached, n: {
+            k: cached[k] for k in ("pooled", "video", "labels", "label_mask", "clip")
+            if k in cached},
+        outputs=lambda cfg, pcfg, head, ev: evaluate.batched(
+            evaluate.bind(head, lambda m, x: m(x)),
+            np.asarray(classification.cached_embedding(ev)), cfg.eval.batch_size),
+        stat=_classify_stat, targets=False),
+    "doa": TrainedHead(
+        probe=lambda cfg, enc, n, rngs: doa.DOAProbe(enc, n, rngs=rngs),
+        bare=lambda cfg, enc, n, rngs: doa.DOAHead(
+            enc.config.embed_dim, n, **_timing(enc), rngs=rngs),
+        loss_fn=lambda cfg, pcfg, n, cached: doa.make_loss_fn(
+            _label_frames(pcfg) if cached else None),
+        arrays=_sequence_arrays,
+        outputs=lambda cfg, pcfg, head, ev: [o[0] for o in _per_clip(ev, (evaluate.batched(
+            evaluate.bind(head, lambda m, seq: m(seq, _label_frames(pcfg))), _windows(ev),
+            cfg.eval.batch_size),))],
+        stat=_doa_stat, targets=True),
+    "seld": TrainedHead(
+        probe=lambda cfg, enc, n, rngs: seld.SELDProbe(
+            enc, n, hidden=cfg.head.hidden, n_tracks=cfg.head.n_tracks,
+            distance=cfg.head.distance, activity=cfg.head.activity_weight > 0, rngs=rngs),
+        bare=lambda cfg, enc, n, rngs: seld.SELDHead(
+            enc.config.embed_dim, n, **_timing(enc), hidden=cfg.head.hidden,
+            n_tracks=cfg.head.n_tracks, distance=cfg.head.distance,
+            activity=cfg.head.activity_weight > 0, rngs=rngs),
+        loss_fn=lambda cfg, pcfg, n, cached: seld.make_loss_fn(
+            cfg.head.distance_weight, cfg.head.activity_weight,
+            _label_frames(pcfg) if cached else None),
+        arrays=_sequence_arrays,
+        outputs=lambda cfg, pcfg, head, ev: _per_clip(ev, evaluate.batched(
+            evaluate.bind(head, lambda m, seq: seld.calibrated_outputs(
+                m, m.hidden(seq, _label_frames(pcfg)))), _windows(ev), cfg.eval.batch_size)),
+        stat=_seld_stat, targets=True),
+}
 
 
 def _trainer(cfg: ProbeConfig, model, loss_fn, batches, workdir: str, mesh):
@@ -257,8 +319,9 @@ def train_cached_head(cfg: ProbeConfig, pcfg, enc: Encoders, arrays: dict, n_cla
         {k: v for k, v in arrays.items() if k != "clip"}, rows,
         batch_size=mesh_lib.per_process_batch_size(cfg.train.batch_size, mesh),
         seed=cfg.train.seed)
-    return _trainer(cfg, build_cached_head(cfg, enc, n_classes),
-                    _loss_fn(cfg, pcfg, n_classes, cached=True), iter(batches), workdir, mesh)
+    kind = HEADS[cfg.task]
+    return _trainer(cfg, kind.bare(cfg, enc, n_classes, nnx.Rngs(cfg.train.seed + 1)),
+                    kind.loss_fn(cfg, pcfg, n_classes, True), iter(batches), workdir, mesh)
 
 
 def train_head(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int,
@@ -273,17 +336,11 @@ def train_head(cfg: ProbeConfig, pcfg, enc: Encoders, dataset, n_classes: int,
                                   batch_size=mesh_lib.per_process_batch_size(
                                       cfg.train.batch_size, mesh),
                                   seed=cfg.train.seed, workers=cfg.data.workers)
-    if cfg.task != "classify":
+    kind = HEADS[cfg.task]
+    if kind.targets:
         loader = loader.map(_add_targets(cfg, pcfg, n_classes))
-    return _trainer(cfg, build_head(cfg, enc, n_classes),
-                    _loss_fn(cfg, pcfg, n_classes, cached=False), iter(loader), workdir, mesh)
-
-
-def _jit_apply(model: nnx.Module, fn):
-    """``fn(model, *args)`` jitted once on the model's split state."""
-    graphdef, state = nnx.split(model)
-    jitted = jax.jit(lambda state, *args: fn(nnx.merge(graphdef, state), *args))
-    return lambda *args: jax.device_get(jitted(state, *args))
+    return _trainer(cfg, kind.probe(cfg, enc, n_classes, nnx.Rngs(cfg.train.seed + 1)),
+                    kind.loss_fn(cfg, pcfg, n_classes, False), iter(loader), workdir, mesh)
 
 
 def _eval_loader(cfg: ProbeConfig, pcfg, dataset):
@@ -295,56 +352,12 @@ def _eval_loader(cfg: ProbeConfig, pcfg, dataset):
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def _batched(apply, x: np.ndarray, batch_size: int):
-    """``apply`` over ``x`` in fixed-size batches (the last zero-padded: one compile); the
-    outputs (an array or a tuple of arrays / None) concatenated."""
-    outs = []
-    for i in range(0, len(x), batch_size):
-        chunk = np.zeros((batch_size, *x.shape[1:]), x.dtype)
-        chunk[: len(x[i: i + batch_size])] = x[i: i + batch_size]
-        y = apply(chunk)
-        k = len(x[i: i + batch_size])
-        outs.append(tuple(None if v is None else np.asarray(v)[:k] for v in y)
-                    if isinstance(y, tuple) else np.asarray(y)[:k])
-    if isinstance(outs[0], tuple):
-        return tuple(None if outs[0][j] is None else np.concatenate([o[j] for o in outs])
-                     for j in range(len(outs[0])))
-    return np.concatenate(outs)
-
-
 def head_outputs(cfg: ProbeConfig, pcfg, head: nnx.Module, ev: dict):
     """A trained head's outputs on evaluation features (``feature_cache.eval_features``):
     classify: logits ``[N, C]`` of the centred crops; seld: per clip (multi-ACCDOA, distance or
     None); doa: per clip directions ``[F, C, 3]``. SELD and DOA run on the clip's consecutive
     windows, whose outputs are concatenated and cut to the clip's label frames."""
-    bs = cfg.eval.batch_size
-    if cfg.task == "classify":
-        return _batched(_jit_apply(head, lambda m, x: m(x)),
-                        np.asarray(classification.cached_embedding(ev)), bs)
-    frames = _label_frames(pcfg)
-    if cfg.task == "doa":
-        out = (_batched(_jit_apply(head, lambda m, seq: m(seq, frames)), _windows(ev), bs),)
-    else:
-        out = _batched(_jit_apply(
-            head, lambda m, seq: seld.calibrated_outputs(m, m.hidden(seq, frames))),
-            _windows(ev), bs)
-    ends = np.cumsum(ev["n_windows"])
-    per_clip = []
-    for c, (end, n) in enumerate(zip(ends, ev["n_windows"], strict=True)):
-        pieces = tuple(None if o is None else o[end - n: end].reshape(-1, *o.shape[2:])[
-            : ev["n_frames"][c]] for o in out)
-        per_clip.append(pieces if cfg.task == "seld" else pieces[0])
-    return per_clip
-
-
-def _windows(ev: dict) -> np.ndarray:
-    """Every clip's window sequences ``[sum of n_windows, T', D]``, clip by clip."""
-    valid = np.arange(ev["windows"].shape[1])[None] < ev["n_windows"][:, None]
-    return ev["windows"][valid]
-
-
-def _references(ev: dict) -> list[np.ndarray]:
-    return [r[m] for r, m in zip(ev["rows"], ev["row_mask"], strict=True)]
+    return HEADS[cfg.task].outputs(cfg, pcfg, head, ev)
 
 
 def score(cfg: ProbeConfig, outputs: list, ev: dict, n_classes: int, workdir: str) -> dict:
@@ -353,26 +366,8 @@ def score(cfg: ProbeConfig, outputs: list, ev: dict, n_classes: int, workdir: st
     (``metrics.bootstrap``): classification by resampling the clips' scores, SELD the clips'
     DCASE counts and ADPIT sums, DOA the clips' angular errors."""
     n = len(ev["n_frames"])
-    if cfg.task == "classify":
-        targets = np.asarray(classification.multi_hot(ev["labels"], ev["label_mask"], n_classes))
-
-        def stat_of(scores):
-            def stat(idx):
-                m = classification.classification_metrics(scores[idx], targets[idx])
-                return {k: v for k, v in m.items() if k != "clips"}
-            return stat
-
-        stats = [stat_of(s) for s in outputs]
-    elif cfg.task == "doa":
-        refs = _references(ev)
-        errors = [[doa.clip_errors(p, r, f, n_classes)
-                   for p, r, f in zip(seed_out, refs, ev["n_frames"], strict=True)]
-                  for seed_out in outputs]
-        stats = [lambda idx, e=e: doa.doa_metrics(np.concatenate([e[i] for i in idx]))
-                 for e in errors]
-    else:
-        stats = [_seld_scores(cfg, o, ev, n_classes, workdir, write_csv=cfg.eval.write_csv and
-                              s == 0).scores for s, o in enumerate(outputs)]
+    stats = [HEADS[cfg.task].stat(cfg, o, ev, n_classes, workdir, s == 0)
+             for s, o in enumerate(outputs)]
     result = bootstrap(stats, n, n_boot=cfg.eval.bootstrap, seed=0)
     out = {"metrics": {**result["mean"], "clips": n}, "ci95": result["ci"],
            "per_seed": result["per_seed"]}

@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from spatialav import features
-from spatialav.data import transforms as T
+from spatialav.data import pipeline
 from spatialav.metrics import dcase_io
 
 LABEL_HOP_S = dcase_io.FRAME_SECONDS
@@ -225,16 +225,6 @@ def activity_calibrated(acc, p):
     return acc / jnp.maximum(norm, 1e-9) * rel * p[:, :, None, :, None]
 
 
-def format_audio(batch, fmt: str):
-    """The batch's FOA turned by its ``rotation`` and put in ``fmt`` (audio-only heads skip the
-    frame resampling that ``pipeline.device_inputs`` would do)."""
-    from spatialav import ambisonics
-
-    audio = ambisonics.rotate(T.audio_to_float(batch["audio"]),
-                              jnp.asarray(batch["rotation"], jnp.float32))
-    return T.to_format(audio, fmt)
-
-
 def make_loss_fn(distance_weight: float = 1.0, activity_weight: float = 0.0,
                  cached_frames: int | None = None):
     """Trainer ``loss_fn`` for a ``SELDProbe`` on batches with ``AddTargets`` fields, or, with
@@ -257,8 +247,9 @@ def make_loss_fn(distance_weight: float = 1.0, activity_weight: float = 0.0,
 
     def loss_fn(model, batch, rng, step):
         if cached_frames is None:
-            return head_loss(model.head, model.hidden(format_audio(batch, model.fmt)), batch,
-                             distance_weight, activity_weight)
+            x = pipeline.device_audio(batch, model.fmt)
+            return head_loss(model.head, model.hidden(x), batch, distance_weight,
+                             activity_weight)
         return head_loss(model, model.hidden(batch["seq"], cached_frames), batch,
                          distance_weight, activity_weight)
 

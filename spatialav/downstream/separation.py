@@ -4,14 +4,15 @@ Entry point for ``python -m spatialav.probe --head separate``::
 
     metrics = run(cfg, encoders, workdir, dataset_dir=...)
 
-``cfg`` a ``SeparationConfig`` (presets ``SeparationConfig.tiny()`` for tests and
-``SeparationConfig()`` for the CPU demo), ``encoders`` a ``downstream.encoders.Encoders``
-(``load_encoders``: only its visual encoder is used, for the visual queries), ``workdir``
-where the trainer writes checkpoints, logs and ``separation_results.json``, ``dataset_dir``
-a dataset with the ``sources`` group (the synthetic set). Returns the flat metrics dict of
-``evaluate``: ``{query}/{mixture}/{si_sdr, si_sdri, sdr}`` for query in visual / label / text
-and mixture in different / same (same-class: two sources of one class, talkers when the split
-has them), the unprocessed mixture's ``mixture/{mixture}/{si_sdr, sdr}`` and the oracle ideal
+``cfg`` a ``downstream.config.SeparationConfig`` (the probe config's ``separation`` field;
+presets ``SeparationConfig.tiny()`` for tests and ``SeparationConfig()`` for the CPU demo),
+``encoders`` a ``downstream.encoders.Encoders`` (``load_encoders``: only its visual encoder is
+used, for the visual queries), ``workdir`` where the trainer writes checkpoints, logs and
+``separation_results.json``, ``dataset_dir`` a dataset with the ``sources`` group (the
+synthetic set). Returns the flat metrics dict of ``evaluate``:
+``{query}/{mixture}/{si_sdr, si_sdri, sdr}`` for query in visual / label / text and mixture
+in different / same (same-class: two sources of one class, talkers when the split has them),
+the unprocessed mixture's ``mixture/{mixture}/{si_sdr, sdr}`` and the oracle ideal
 ratio mask's ``oracle_irm/{mixture}/si_sdr`` for scale.
 
 Training (``spatialav.train.Trainer``, unchanged): the trainable model is the separator
@@ -32,7 +33,6 @@ is active in at least half of the crop, which keeps SI-SDR well defined.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Sequence
@@ -46,6 +46,7 @@ from spatialav import configs, features
 from spatialav.data import storage
 from spatialav.downstream import data as ddata
 from spatialav.downstream import mixtures, text_query
+from spatialav.downstream.config import SeparationConfig
 from spatialav.metrics import separation as sep_metrics
 from spatialav.models.separation import (
     QUERY_KINDS,
@@ -55,43 +56,12 @@ from spatialav.models.separation import (
     init_separator,
 )
 from spatialav.models.visual import VisualEncoder
-from spatialav.train import OptimConfig, TrainConfig, Trainer
+from spatialav.train import Trainer
+from spatialav.train import evaluate as evaluate_lib
 from spatialav.train import mesh as mesh_lib
+from spatialav.train.preemption import Preempted
 
-__all__ = ["SeparationConfig", "SeparationModel", "evaluate", "make_loss_fn", "run"]
-
-
-@dataclasses.dataclass(frozen=True)
-class SeparationConfig:
-    """Everything the separation probe needs besides the encoders and the data."""
-
-    mix: mixtures.MixConfig = mixtures.MixConfig()
-    separator: SeparatorConfig = SeparatorConfig()  # visual_dim / num_classes are set in run
-    train: TrainConfig = TrainConfig(steps=1500, batch_size=16, log_every=25,
-                                     eval_every=500, checkpoint_every=500)
-    optim: OptimConfig = OptimConfig(learning_rate=1e-3, warmup_steps=50)
-    train_split: str = "train"
-    eval_split: str = "validation"
-    eval_mixtures: int = 96  # per mixture kind (each scored with every query kind)
-    eval_batch_size: int = 16
-    val_mixtures: int = 16  # per query kind, different-class, for the periodic hook
-    sdr_filter_length: int = 512  # BSS-Eval distortion filter taps
-    text_cache: str | None = None  # where text-query embeddings are cached (None: workdir)
-    seed: int = 0
-
-    @classmethod
-    def tiny(cls, **overrides) -> SeparationConfig:
-        """Tests: a small U-Net, 0.6 s mixtures of the tiny set, 100 steps."""
-        base = dict(
-            mix=mixtures.MixConfig(crop_s=0.6, crop_size=16),
-            separator=SeparatorConfig(width=8, depth=3, query_dim=32),
-            train=TrainConfig(steps=100, batch_size=8, log_every=20, eval_every=1000,
-                              checkpoint_every=1000, progress=False),
-            optim=OptimConfig(learning_rate=3e-3, warmup_steps=5,
-                              end_learning_rate_factor=0.3),
-            eval_split="train", eval_mixtures=16, eval_batch_size=8, val_mixtures=8,
-        )
-        return cls(**{**base, **overrides})
+__all__ = ["SeparationModel", "evaluate", "make_loss_fn", "run"]
 
 
 class SeparationModel(nnx.Module):
@@ -124,22 +94,17 @@ def make_loss_fn():
 _MODEL_KEYS = ("mixture", "kind", "visual", "label", "text")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _separate(graphdef, state, batch):
-    """Compiled once per model structure and batch shape, reused by every evaluation."""
-    return nnx.merge(graphdef, state)(batch)
+def _separate(model, batch):
+    return model(batch)
 
 
 def _estimates(model: nnx.Module, batches, mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(estimates, targets, mixtures' W) ``[N, T]`` of batches."""
-    graphdef, state = nnx.split(model)
-    est, tgt, mix = [], [], []
-    for batch in batches:
-        x = mesh_lib.global_batch({k: batch[k] for k in _MODEL_KEYS}, mesh)
-        est.append(np.asarray(jax.device_get(_separate(graphdef, state, x))))
-        tgt.append(batch["target"])
-        mix.append(batch["mixture"][..., 0])
-    return np.concatenate(est), np.concatenate(tgt), np.concatenate(mix)
+    """(estimates, targets, mixtures' W) ``[N, T]`` of batches (``evaluate.bind``: compiled
+    once per model structure and batch shape, reused by every evaluation)."""
+    apply = evaluate_lib.bind(model, _separate, mesh)
+    est = [np.asarray(apply({k: b[k] for k in _MODEL_KEYS})) for b in batches]
+    return (np.concatenate(est), np.concatenate([b["target"] for b in batches]),
+            np.concatenate([b["mixture"][..., 0] for b in batches]))
 
 
 def oracle_irm(mixture_w: np.ndarray, target: np.ndarray, cfg: SeparatorConfig) -> np.ndarray:
@@ -257,9 +222,7 @@ def run(cfg: SeparationConfig, encoders, workdir: str | os.PathLike, *,
     trainer.restore_latest()
     summary = trainer.run()
     if summary["preempted"]:
-        from spatialav.downstream.data import HeadPreempted
-
-        raise HeadPreempted(summary["step"], workdir)
+        raise Preempted(summary["step"], workdir)
     metrics = evaluate(trainer.model(), eval_maker, cfg, mesh=mesh)
     metrics["train_final_si_sdri"] = float(summary["final"].get("si_sdri", np.nan))
     if jax.process_index() == 0:

@@ -29,6 +29,21 @@ from jax.sharding import Mesh
 
 from spatialav.train import mesh as mesh_lib
 
+# The exit status of both CLIs (pretrain, probe) when SIGTERM stopped a run at a checkpoint:
+# not a failure (rerun the same command to resume) and not done (0), so schedulers and the
+# study scripts can tell the three apart.
+PREEMPTED_EXIT_CODE = 3
+
+
+class Preempted(RuntimeError):
+    """A run was stopped (SIGTERM) and checkpointed before its last step. A probe raises it
+    instead of scoring the half-trained head, so no ``probe.json`` passes for a finished one."""
+
+    def __init__(self, step: int, workdir: str):
+        super().__init__(f"stopped at step {step} and checkpointed in {workdir}; rerun the "
+                         "same command to resume")
+        self.step = step
+
 
 class StopOnSigterm:
     """Between ``install()`` and ``uninstall()``, SIGTERM asks every process to stop.

@@ -56,7 +56,7 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-class Preempted(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _StopNow(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
 
 
@@ -179,8 +179,8 @@ class Trainer:
                                    force=True)
                 bar.update(1)
                 if stop:
-                    raise Preempted(done)
-        except Preempted as p:
+                    raise _StopNow(done)
+        except _StopNow as p:
             self.ckpt.wait()
             return self._summary(p.args[0], last, evals, log, preempted=True)
         finally:
