@@ -340,18 +340,21 @@ def write_markdown(path: Path, study: dict):
     lines += ["", f"This invocation: {inv['executed']} runs executed, {inv['skipped']} "
               f"finished ones reused, {inv['failed']} failed; {_dur(inv['wall_s'])} wall. "
               "Wall and CPU per stage add up every run's own record, whichever invocation "
-              "ran it.", "", f"Raw per-seed numbers: `{study['json_name']}`; plot: "
-              f"`{study['png_name']}`.", ""]
+              "ran it.", "", f"Raw per-seed numbers: `{study['json_name']}`"
+              + (f"; plot: `{study['png_name']}`." if study["png_name"] else "."), ""]
     path.write_text("\n".join(lines))
 
 
-def write_plot(path: Path, study: dict) -> bool:
+def write_plot(path: Path, study: dict) -> str | None:
     """Primary metric of every head (plus the maps' peak error) per init x format, error bars =
-    seed std. Returns False when matplotlib is missing (the test extra has it)."""
+    seed std. Returns why there is no plot (no init x format table; matplotlib missing), or
+    None when it was written."""
+    if not any(stage != "supervised" for stage in study["tables"]):
+        return "no plot: the study has no init x format table (only the supervised reference)"
     try:
         import matplotlib
     except ImportError:
-        return False
+        return "no plot: matplotlib is not installed (pip install -e '.[test]')"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -384,7 +387,7 @@ def write_plot(path: Path, study: dict) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
+    return None
 
 
 def machine(load_start) -> dict:
@@ -448,8 +451,11 @@ def write_reports(out: Path, preset: dict, heads: list[str], records: list[dict]
         "json_name": out.name + ".json", "png_name": out.name + ".png",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not write_plot(out.with_suffix(".png"), study):
-        study["notes"].append("no plot: matplotlib is not installed (pip install -e '.[test]')")
+    why = write_plot(out.with_suffix(".png"), study)
+    if why:
+        study["notes"].append(why)
+        study["png_name"] = None
+        out.with_suffix(".png").unlink(missing_ok=True)  # an older study's plot would mislead
     write_markdown(out.with_suffix(".md"), study)
     for e in exp:  # JSON keys: tuples to lists
         e["a"], e["b"] = list(e["a"]), list(e["b"])

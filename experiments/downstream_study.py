@@ -490,7 +490,8 @@ def main(argv=None) -> int:
     records = collect(runs, work, status)
     write_reports(out, preset_dict, head_names, records, command_line, notes,
                   {**counts, "wall_s": time.time() - t0}, load_start)
-    print(f"wrote {out}.md, .json, .png; {counts}", flush=True)
+    print(f"wrote {out}.md, .json (.png beside them unless the notes say why not); {counts}",
+          flush=True)
     return 1 if interrupted or counts["failed"] else 0
 
 

@@ -130,6 +130,20 @@ def test_supervised_reference_is_one_random_init_finetuning_run_scored_against_i
     text = "\n".join(rep.supervised_lines(sup))
     assert "0.520 [0.490, 0.550]" in text and "not met" in text
     assert rep.supervised(ds.collect(runs, tmp_path, {})) is None  # pending: nothing to report
+    # A study of the reference alone: its section and JSON key, and no plot (nothing to draw;
+    # a plot an older study left there is removed rather than left to mislead).
+    out = tmp_path / "results" / "downstream"
+    out.parent.mkdir()
+    out.with_suffix(".png").write_bytes(b"old")
+    study = rep.write_reports(out, json.loads(json.dumps(dataclasses.asdict(preset))),
+                              ["supervised"], rec, "cmd", [],
+                              {"executed": 1, "skipped": 0, "failed": 0, "wall_s": 1.0},
+                              (0.0, 0.0, 0.0))
+    assert not out.with_suffix(".png").exists() and study["png_name"] is None
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["supervised"]["metrics"]["dcase2023.LE"] == {"mean": 19.0, "ci95": [18.0, 20.5]}
+    md = out.with_suffix(".md").read_text()
+    assert "## Supervised SELD reference" in md and "no init x format table" in md
 
 
 def test_work_directory_refuses_other_settings_but_takes_new_heads(tmp_path):
