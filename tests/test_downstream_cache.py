@@ -54,7 +54,7 @@ def test_cached_training_items_give_the_probes_outputs(cached):
         clip, aug = int(train["clip"][row]), row % N_AUG
         ex = _train_example(cached["dataset"], pcfg, clip, aug)
         batch = {k: ex[k][None] for k in ("audio", "rotation")}
-        audio = seld.format_audio(batch, enc.fmt)
+        audio = pipeline.device_audio(batch, enc.fmt)
         np.testing.assert_allclose(train["labels"][row], ex["labels"])
         np.testing.assert_allclose(classify.head(train["pooled"][row][None]), classify(audio),
                                    rtol=1e-5, atol=1e-5)
@@ -83,10 +83,10 @@ def test_cached_evaluation_gives_the_probes_outputs_on_whole_clips(cached):
     for c in range(3):
         record = src[c]
         centre = pipeline.prepare_clip(record, np.random.default_rng(1), pcfg, augment=False)
-        audio = seld.format_audio({"audio": centre["audio"][None], "rotation": eye}, enc.fmt)
+        audio = pipeline.device_audio({"audio": centre["audio"][None], "rotation": eye}, enc.fmt)
         np.testing.assert_allclose(logits[c], classify(audio)[0], rtol=1e-5, atol=1e-5)
         win = seld.windows(record["audio"], int(pcfg.crop_s * record["sample_rate"]))
-        audio = seld.format_audio({"audio": win, "rotation": np.repeat(eye, len(win), 0)},
+        audio = pipeline.device_audio({"audio": win, "rotation": np.repeat(eye, len(win), 0)},
                                   enc.fmt)
         n = int(ev["n_frames"][c])
         acc = np.asarray(seld_probe(audio)[0])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from spatialav.data import pipeline
 from spatialav.downstream import seld
 
 # The DCASE 2023 baseline's candidate targets (MSELoss_ADPIT), written out by hand.
@@ -102,7 +103,6 @@ def test_label_pooling_groups_input_frames():
 
 @pytest.mark.slow
 def test_tiny_training_run_reduces_loss(tiny_dataset, tmp_path):
-    from spatialav.data import pipeline
     from spatialav.downstream import config, data
     from spatialav.downstream.encoders import load_encoders
     from spatialav.models import ModelConfig
@@ -148,7 +148,7 @@ def test_activity_term_is_the_bce_of_any_event_per_frame_and_class():
              "accdoa": rng.standard_normal((2, 10, 3, 4, 3)).astype(np.float32),
              "n_events": n_events, "distance": np.zeros((2, 10, 3, 4), np.float32)}
     loss, m = seld.make_loss_fn(activity_weight=0.5)(model, batch, None, 0)
-    h = model.hidden(seld.format_audio(batch, model.fmt))
+    h = model.hidden(pipeline.device_audio(batch, model.fmt))
     z = np.asarray(model.head.activity(h), np.float64)
     y = (n_events > 0).astype(np.float64)
     p = 1 / (1 + np.exp(-z))
