@@ -13,7 +13,13 @@ literature hold on our data, and the compute each stage took.
 
 Every run is a subprocess writing into ``WORK/<stage>/<name>`` (stage ``pretrain`` or the
 head), so a rerun of the same command skips finished runs (their ``summary.json`` /
-``probe.json`` exist) and resumes interrupted ones from their checkpoints. Subprocesses keep
+``probe.json`` exist) and resumes interrupted ones from their checkpoints.
+
+Finished runs also go to a ledger beside the report, ``results/downstream_runs/<stage>/
+<name>.json`` (its settings, its cost record and its ``probe.json`` / ``summary.json``), which
+is committed: ``runs/`` is not, and a study of several hours spans sessions on different
+machines. A run in the ledger is never run again; a pretraining run is rerun (deterministically)
+only when one of its probes is still to run and its checkpoint is gone. Subprocesses keep
 one run's crash or memory from taking the study down and give each run's CPU time exactly; they
 share a persistent XLA compilation cache (``WORK/jax_cache``), which halves the start-up cost
 of repeated runs of one configuration (measured: 56 -> 25 CPU-s for a tiny pretraining run).
@@ -242,6 +248,58 @@ def is_done(run: Run, work: Path, preset: StudyPreset) -> bool:
                for s in (json.loads(p.read_text()) for p in paths))
 
 
+# --- the ledger of finished runs ---------------------------------------------------------------
+
+
+def run_identity(run: Run, preset: StudyPreset) -> dict:
+    """What a finished run's result depends on: the whole config its command resolves to, seed
+    and steps included (so a changed preset default is a new run), and for a probe of
+    pretrained encoders its pretraining's. Where the data and the runs live is left out."""
+    from spatialav.configs import get_config, json_safe
+
+    if run.stage == PRETRAIN:
+        cfg = get_config(preset.pretrain_config, task=run.init, fmt=run.fmt, overrides=[
+            *preset.pretrain_overrides, f"train.steps={preset.pretrain_steps}",
+            f"train.seed={run.seed}"])
+        return {"pretrain": json_safe(dataclasses.asdict(cfg))}
+    from spatialav.downstream import config as probe_configs
+
+    head = preset.head_plan(run.stage)
+    cfg = probe_configs.get_config(
+        head.config or preset.probe_config, task=head.probe, fmt=run.fmt,
+        init="random" if run.init == "random" else "pretrained", finetune=head.finetune,
+        overrides=[*head.overrides, *([f"train.steps={head.steps}"] if head.steps else []),
+                   f"train.seed={run.seed}"])
+    pre = run.pretrain_run()
+    return {"probe": json_safe(dataclasses.asdict(cfg)),
+            **(run_identity(pre, preset) if pre else {})}
+
+
+def ledger_path(ledger: Path, run: Run) -> Path:
+    return ledger / run.stage / f"{run.name}.json"
+
+
+def read_ledger(ledger: Path, run: Run, identity: dict) -> dict | None:
+    """The run's ledger entry if it holds a run of these settings."""
+    path = ledger_path(ledger, run)
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text())
+    return entry if entry.get("identity") == identity else None
+
+
+def write_ledger(ledger: Path, run: Run, work: Path, identity: dict) -> None:
+    """Record a finished run: its settings, cost record and result file."""
+    d = run.workdir(work)
+    result = d / ("summary.json" if run.stage == PRETRAIN else "probe.json")
+    entry = {"identity": identity,
+             "cost": json.loads((d / RECORD).read_text()) if (d / RECORD).exists() else None,
+             "result": json.loads(result.read_text())}
+    path = ledger_path(ledger, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entry, indent=2) + "\n")
+
+
 # --- running -----------------------------------------------------------------------------------
 
 
@@ -343,18 +401,23 @@ def check_study_dir(work: Path, identity: dict):
     path.write_text(json.dumps(identity, indent=2))
 
 
-def collect(runs: list[Run], work: Path, status: dict[Run, str]) -> list[dict]:
-    """One record per planned run: its metrics (if finished) and cost (if it ran)."""
+def collect(runs: list[Run], work: Path, status: dict[Run, str],
+            entries: dict[Run, dict] | None = None) -> list[dict]:
+    """One record per planned run: its metrics (if finished) and cost (if it ran), from its
+    work directory or, where that is gone, its ledger entry (``entries``)."""
     out = []
     for run in runs:
         d = run.workdir(work)
+        entry = (entries or {}).get(run) or {}
         rec = {"stage": run.stage, "init": run.init, "format": run.fmt, "seed": run.seed,
                "workdir": str(d), "status": status.get(run, "pending"), "metrics": {}}
         if (d / RECORD).exists():
             rec["cost"] = json.loads((d / RECORD).read_text())
+        elif entry.get("cost"):
+            rec["cost"] = entry["cost"]
         result = d / ("summary.json" if run.stage == PRETRAIN else "probe.json")
-        if rec["status"] == "done" and result.exists():
-            data = json.loads(result.read_text())
+        data = json.loads(result.read_text()) if result.exists() else entry.get("result")
+        if rec["status"] == "done" and data is not None:
             rec["metrics"] = flatten(data["eval"] if run.stage == PRETRAIN else data["metrics"])
             if "ci95" in data:  # probes: each metric's 95 % bootstrap interval over the clips
                 rec["ci95"] = _flat_pairs(data["ci95"])
@@ -388,7 +451,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", help="runs go to WORKDIR/<stage>/<name>; rerunning resumes "
                                      "(default: runs/downstream_study/<preset>)")
     p.add_argument("--out", help="report path without extension; .md, .json and .png are "
-                                 "written (default: results/downstream for cpu, "
+                                 "written, and the ledger of finished runs goes to "
+                                 "OUT_runs/ (default: results/downstream for cpu, "
                                  "results/downstream_<preset> otherwise)")
     p.add_argument("--heads", help="comma-separated heads to run, e.g. localise,separate "
                                    "(default: the preset's; separate uses FOA encoders)")
@@ -430,6 +494,7 @@ def main(argv=None) -> int:
     work = Path(args.workdir or REPO / "runs" / "downstream_study" / preset.name).resolve()
     out = Path(args.out or REPO / "results" / ("downstream" if preset.name == "cpu"
                                                 else f"downstream_{preset.name}"))
+    ledger = out.parent / f"{out.name}_runs"
     data_root = os.path.abspath(os.path.expanduser(args.data_root)) if args.data_root else None
     check_study_dir(work, study_identity(preset, data_root))
     preset_dict = json.loads(json.dumps(dataclasses.asdict(preset)))
@@ -453,13 +518,23 @@ def main(argv=None) -> int:
     runs = plan(preset, heads_run)
     by_head = {h.head: h for h in heads_run}
     status: dict[Run, str] = {}
+    idents = {run: run_identity(run, preset) for run in runs}
+    entries = {run: e for run in runs if (e := read_ledger(ledger, run, idents[run]))}
     counts = {"executed": 0, "skipped": 0, "failed": 0}
-    print(f"study {preset.name}: {len(runs)} runs in {work}", flush=True)
+    print(f"study {preset.name}: {len(runs)} runs in {work}, {len(entries)} in the ledger "
+          f"{ledger}", flush=True)
     interrupted = False
     try:
         for i, run in enumerate(runs, 1):
             tag = f"[{i}/{len(runs)}] {run.stage} {run.name}"
-            if is_done(run, work, preset):
+            # A pretraining run in the ledger still runs when a probe still to run needs its
+            # checkpoint and the checkpoint is gone (a new machine).
+            needed = run.stage == PRETRAIN and any(
+                r.pretrain_run() == run and r not in entries for r in runs)
+            if is_done(run, work, preset) or (run in entries and not needed):
+                if run not in entries:
+                    write_ledger(ledger, run, work, idents[run])
+                    entries[run] = read_ledger(ledger, run, idents[run])
                 status[run] = "done"
                 counts["skipped"] += 1
                 continue
@@ -475,19 +550,23 @@ def main(argv=None) -> int:
             counts["executed"] += 1
             ok = rec["rc"] == 0 and is_done(run, work, preset)
             status[run] = "done" if ok else "failed"
+            if ok:
+                write_ledger(ledger, run, work, idents[run])
+                entries[run] = read_ledger(ledger, run, idents[run])
             counts["failed"] += not ok
             print(f"{tag}: {'done' if ok else 'FAILED'} in {rec['wall_s']:.0f} s "
                   f"(CPU {rec['cpu_s']:.0f} s, load {rec['load_mean']:.1f})"
                   + ("" if ok else f"; log {run.workdir(work) / LOG}:\n{rec.get('error', '')}"),
                   flush=True)
             if i < len(runs) and runs[i].seed != run.seed:  # a seed is complete: report it
-                write_reports(out, preset_dict, head_names, collect(runs, work, status),
-                              command_line, list(notes), {**counts, "wall_s": time.time() - t0},
+                write_reports(out, preset_dict, head_names,
+                              collect(runs, work, status, entries), command_line,
+                              list(notes), {**counts, "wall_s": time.time() - t0},
                               load_start)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
         notes.append("the study was interrupted: rerun the command to finish it.")
-    records = collect(runs, work, status)
+    records = collect(runs, work, status, entries)
     write_reports(out, preset_dict, head_names, records, command_line, notes,
                   {**counts, "wall_s": time.time() - t0}, load_start)
     print(f"wrote {out}.md, .json (.png beside them unless the notes say why not); {counts}",

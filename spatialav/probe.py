@@ -61,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "`python -m spatialav.pretrain` work directory (default: random)")
     p.add_argument("--config", default="default", choices=list(probe_configs.PRESETS),
                    help="probe preset: tiny (tests), default (CPU), gpu, seld (the supervised "
-                        "SELD reference recipe, ~30 min on CPU) (default: default)")
+                        "SELD reference recipe, ~15 min per probe seed on 2 CPU cores) "
+                        "(default: default)")
     p.add_argument("--format", dest="fmt", choices=probe_configs.FORMATS,
                    help="audio input format (default: the checkpoint's; foa for random)")
     p.add_argument("--data", default="synthetic",

@@ -5,6 +5,7 @@ hand-computed cases, its plan, its work-directory guard, and the `micro` preset 
 import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -271,3 +272,24 @@ def test_micro_study_end_to_end_then_rerun_skips_everything(tiny_root, tmp_path)
     again = json.loads((tmp_path / "out" / "study.json").read_text())
     assert again["invocation"]["executed"] == 0
     assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in study["runs"]]
+
+    # A new machine: the work directory is gone, the ledger beside the report (committed) is
+    # not. Nothing runs again and the report is the same, costs included.
+    ledger = tmp_path / "out" / "study_runs"
+    assert len(list(ledger.glob("*/*.json"))) == len(runs)
+    shutil.rmtree(tmp_path / "work")
+    out3, _ = _study(tmp_path, tiny_root)
+    assert "running" not in out3 and f"'skipped': {len(runs)}" in out3
+    third = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [r["metrics"] for r in third["runs"]] == [r["metrics"] for r in study["runs"]]
+    assert [r["cost"] for r in third["runs"]] == [r["cost"] for r in again["runs"]]
+    # A probe still to run needs its pretraining's checkpoint, gone with the machine: that
+    # pretraining runs again (deterministic: the probe scores as before), nothing else does.
+    probe = ds.Run("seld", "avc", "foa", 0)
+    (ledger / "seld" / f"{probe.name}.json").unlink()
+    shutil.rmtree(tmp_path / "work")
+    out4, _ = _study(tmp_path, tiny_root)
+    assert f"pretrain {probe.name}: running" in out4 and f"seld {probe.name}: running" in out4
+    assert out4.count(": running") == 2
+    fourth = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [r["metrics"] for r in fourth["runs"]] == [r["metrics"] for r in study["runs"]]

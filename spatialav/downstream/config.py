@@ -169,8 +169,9 @@ def gpu() -> ProbeConfig:
 
 def seld() -> ProbeConfig:
     """The supervised SELD reference on CPU: ``default`` with the activity logits (see
-    ``seld.make_loss_fn``) and 12000 steps (~29 min on 2 cores), decoded at activity
-    probability 0.9, the best of 0.6 / 0.8 / 0.9 on the validation split. Run it as
+    ``seld.make_loss_fn``) and 12000 steps (~14.5 min per probe seed on 2 idle cores),
+    decoded at activity probability 0.9, the best of 0.6 / 0.8 / 0.9 on the validation split
+    (test split, 3 seeds: ``results/downstream.md``). Run it as
     ``--head seld --config seld --init random --finetune``; with a pretraining work directory
     as ``--init`` it is the fine-tuning counterpart."""
     cfg = default()
