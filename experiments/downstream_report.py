@@ -47,13 +47,17 @@ PRETRAIN_METRICS = (("avsa_probe", "AVSA probe (chance 0.5)"),
 # --- aggregation (pure) ------------------------------------------------------------------------
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested dict as {'a.b': value} (lists and strings dropped)."""
+def flatten(d: dict, prefix: str = "", intervals: bool = False) -> dict:
+    """Numeric leaves of a nested dict as {'a.b': value} (lists and strings dropped), or with
+    ``intervals`` its [lo, hi] leaves (a probe's ``ci95``) as {'a.b': [lo, hi]}."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+            out.update(flatten(v, key + ".", intervals))
+        elif intervals:
+            if isinstance(v, list) and len(v) == 2:
+                out[key] = v
         elif isinstance(v, int | float):
             out[key] = float(v)
         elif v is None:  # a NaN written as null

@@ -420,21 +420,10 @@ def collect(runs: list[Run], work: Path, status: dict[Run, str],
         if rec["status"] == "done" and data is not None:
             rec["metrics"] = flatten(data["eval"] if run.stage == PRETRAIN else data["metrics"])
             if "ci95" in data:  # probes: each metric's 95 % bootstrap interval over the clips
-                rec["ci95"] = _flat_pairs(data["ci95"])
+                rec["ci95"] = flatten(data["ci95"], intervals=True)
             if "train" in data:  # probes: each probe seed's steps and training seconds
                 rec["train"] = data["train"]
         out.append(rec)
-    return out
-
-
-def _flat_pairs(d: dict, prefix: str = "") -> dict[str, list]:
-    """The [lo, hi] leaves of a nested dict as {'a.b': [lo, hi]}."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat_pairs(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 
